@@ -291,6 +291,8 @@ class AggregatorSettings:
     driver_memory: str = "512m"
     executor_memory: str = "512m"
     executor_cores: int | None = None
+    # The address executors use to reach this driver (client mode); None lets Spark guess.
+    driver_host: str | None = None
     tick_s: float = 2.0
     backfill_chunk_hours: int = 24
     read_partitions: int = 4
@@ -317,6 +319,7 @@ class AggregatorSettings:
             driver_memory=memories["SPARK_DRIVER_MEMORY"],
             executor_memory=memories["SPARK_EXECUTOR_MEMORY"],
             executor_cores=cores or None,
+            driver_host=env.raw("SPARK_DRIVER_HOST"),
             tick_s=env.float("AGGREGATOR_TICK_S", 2.0, minimum=0.1),
             backfill_chunk_hours=env.int("AGGREGATOR_BACKFILL_CHUNK_HOURS", 24, minimum=1, maximum=24 * 366),
             read_partitions=env.int("AGGREGATOR_READ_PARTITIONS", 4, minimum=1, maximum=1024),

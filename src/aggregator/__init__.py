@@ -1,0 +1,1 @@
+"""The aggregator: OHLCV candles from raw trades with PySpark, upserted idempotently."""

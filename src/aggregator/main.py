@@ -1,0 +1,59 @@
+"""``candlestack aggregator run|backfill|reconcile``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+from aggregator.jobs import Aggregator
+from aggregator.session import build_session
+from aggregator.windows import to_ms
+from candlestack import db, logs
+from candlestack import metrics as metrics_endpoint
+from candlestack.contract import normalise_symbol
+from candlestack.errors import ContractError, SettingsError
+from candlestack.settings import AggregatorSettings
+
+log = logging.getLogger(__name__)
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = AggregatorSettings.from_env()
+    logs.setup(settings.log)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    symbols = None
+    if getattr(args, "symbols", None):
+        try:
+            symbols = [normalise_symbol(s) for s in args.symbols.split(",") if s.strip()]
+        except ContractError as exc:
+            raise SettingsError("--symbols", exc.reason) from None
+    if args.mode == "run":
+        metrics_endpoint.serve(settings.metrics)
+    conn = db.connect(settings.postgres)
+    spark = build_session(settings)
+    try:
+        aggregator = Aggregator(settings, spark, conn)
+        if args.mode == "run":
+            aggregator.run(stop)
+        elif args.mode == "backfill":
+            if args.end <= args.start:
+                raise SettingsError("--to", "must be after --from")
+            aggregator.backfill(to_ms(args.start), to_ms(args.end), symbols, stop=stop)
+        else:
+            now = int(time.time() * 1000)
+            aggregator.backfill(now - int(args.hours * 3_600_000), now, stop=stop)
+    finally:
+        spark.stop()
+        conn.close()
+    return 0

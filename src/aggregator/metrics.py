@@ -1,0 +1,13 @@
+"""Prometheus metrics of the aggregator."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+TICKS = Counter("candlestack_aggregator_ticks_total", "Run-mode ticks", ["outcome"])
+TICK_SECONDS = Histogram("candlestack_aggregator_tick_seconds", "Time of a tick that had work",
+                         buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64))
+TRADES_READ = Counter("candlestack_aggregator_trades_read_total", "Trades read from PostgreSQL")
+CANDLES_WRITTEN = Counter("candlestack_aggregator_candles_changed_total", "Candle rows inserted or changed")
+WATERMARK = Gauge("candlestack_aggregator_watermark_xid", "Transaction id below which all trades are aggregated")
+LAST_TICK = Gauge("candlestack_aggregator_last_tick_timestamp_seconds", "When the last tick finished")

@@ -1,0 +1,71 @@
+"""Window arithmetic in integer milliseconds since the Unix epoch (pure; no Spark, no SQL).
+
+Binance's kline windows for every interval we support start at multiples of the interval
+length since the epoch, in UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from candlestack.settings import INTERVALS_MS
+
+
+def floor_to(ms: int, step: int) -> int:
+    return ms - ms % step
+
+
+def ceil_to(ms: int, step: int) -> int:
+    return -floor_to(-ms, step)
+
+
+def to_ms(value: datetime) -> int:
+    return int(value.astimezone(UTC).timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Span:
+    """Trades of ``symbol`` with ``start_ms <= trade time < end_ms``."""
+
+    symbol: str
+    start_ms: int
+    end_ms: int
+
+
+def merge_windows(symbol: str, window_starts: Iterable[int], step: int) -> list[Span]:
+    """Coalesce window starts (any order, repeats allowed) into contiguous spans."""
+    spans: list[Span] = []
+    for start in sorted(set(window_starts)):
+        if spans and spans[-1].end_ms == start:
+            spans[-1] = Span(symbol, spans[-1].start_ms, start + step)
+        else:
+            spans.append(Span(symbol, start, start + step))
+    return spans
+
+
+def covering_step(intervals: Iterable[str]) -> int:
+    """The largest interval: its windows contain the windows of every smaller one."""
+    return max(INTERVALS_MS[name] for name in intervals)
+
+
+def chunks(start_ms: int, end_ms: int, chunk_ms: int, step: int) -> Iterator[tuple[int, int]]:
+    """Split [start, end) into pieces of about ``chunk_ms``, each aligned to ``step``."""
+    chunk_ms = max(step, floor_to(chunk_ms, step))
+    lo = floor_to(start_ms, step)
+    hi = ceil_to(end_ms, step)
+    while lo < hi:
+        yield lo, min(lo + chunk_ms, hi)
+        lo += chunk_ms
+
+
+def slices(start_ms: int, end_ms: int, parts: int) -> list[tuple[int, int]]:
+    """[start, end) cut into ``parts`` nearly equal pieces, for parallel JDBC reads."""
+    parts = max(1, min(parts, end_ms - start_ms))
+    width = -(-(end_ms - start_ms) // parts)
+    return [(lo, min(lo + width, end_ms)) for lo in range(start_ms, end_ms, width)]

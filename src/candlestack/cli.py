@@ -1,0 +1,107 @@
+"""The ``candlestack`` command: one entry point, a subcommand per component.
+
+Components are imported lazily so that ``candlestack consumer`` does not load Spark, and a host
+that runs only the producer does not need pyspark installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from candlestack.errors import SettingsError
+
+log = logging.getLogger("candlestack")
+
+
+def _utc(text: str) -> datetime:
+    """Parse an ISO date/time; naive values are UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date/time: {text!r}") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="candlestack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("producer", help="stream Binance trades into Kafka (settings from CANDLESTACK_* variables)")
+    sub.add_parser("consumer", help="store trades from Kafka in PostgreSQL")
+
+    agg = sub.add_parser("aggregator", help="build OHLCV candles with Spark")
+    agg_sub = agg.add_subparsers(dest="mode", required=True)
+    agg_sub.add_parser("run", help="keep a Spark application up and refresh touched windows every tick")
+    backfill = agg_sub.add_parser("backfill", help="rebuild the candles of a time range")
+    backfill.add_argument("--from", dest="start", type=_utc, required=True, help="start, ISO 8601 (UTC if naive)")
+    backfill.add_argument("--to", dest="end", type=_utc, required=True, help="end (exclusive), ISO 8601")
+    backfill.add_argument("--symbols", help="comma-separated symbols (default: every symbol with trades)")
+    reconcile = agg_sub.add_parser("reconcile", help="backfill the recent past (for a timer)")
+    reconcile.add_argument("--hours", type=float, default=2.0, help="how far back, in hours (default 2)")
+
+    replay = sub.add_parser("replay", help="serve a Binance-protocol replay feed (WebSocket + REST); "
+                            "`candlestack replay --help` lists its options", add_help=False)
+    replay.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    db = sub.add_parser("db", help="database administration")
+    db_sub = db.add_subparsers(dest="action", required=True)
+    db_sub.add_parser("migrate", help="apply pending schema migrations (safe to re-run)")
+    retention = db_sub.add_parser("retention", help="drop raw-trade partitions older than the retention")
+    retention.add_argument("--keep-days", type=int, help="days to keep (default CANDLESTACK_RETENTION_DAYS or 30)")
+
+    status = sub.add_parser("status", help="per-symbol freshness of trades and candles, lag and dead letters")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imports are local so each subcommand loads only what it needs.
+    if args.command == "producer":
+        from producer.main import main as producer_main  # noqa: PLC0415
+
+        return producer_main()
+    if args.command == "consumer":
+        from consumer.main import main as consumer_main  # noqa: PLC0415
+
+        return consumer_main()
+    if args.command == "aggregator":
+        from aggregator.main import main as aggregator_main  # noqa: PLC0415
+
+        return aggregator_main(args)
+    if args.command == "replay":
+        from replay.cli import add_arguments  # noqa: PLC0415
+        from replay.cli import main as replay_main  # noqa: PLC0415
+
+        replay_parser = argparse.ArgumentParser(prog="candlestack replay", description="Binance-protocol replay feed")
+        add_arguments(replay_parser)
+        return replay_main(replay_parser.parse_args(args.args))
+    if args.command == "db":
+        from candlestack.admin import db_command  # noqa: PLC0415
+
+        return db_command(args)
+    if args.command == "status":
+        from candlestack.admin import status_command  # noqa: PLC0415
+
+        return status_command(args)
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except SettingsError as exc:
+        # One clear line for the journal; exit code 78 is EX_CONFIG, which systemd units can
+        # list in RestartPreventExitStatus= so a bad setting does not restart-loop.
+        print(f"candlestack: configuration error: {exc}", file=sys.stderr)
+        return 78
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The consumer: Kafka -> PostgreSQL, batched, deduplicated, offsets committed after durability."""

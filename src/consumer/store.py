@@ -1,0 +1,161 @@
+"""Writing a batch to PostgreSQL in one transaction: COPY to a staging table, then one
+INSERT ... ON CONFLICT DO NOTHING into the partitioned trades table."""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import psycopg2.extensions
+from psycopg2.extras import execute_values
+
+from candlestack import db
+from candlestack.settings import PostgresSettings
+from consumer.batch import Batch
+
+log = logging.getLogger(__name__)
+
+STAGE_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS trades_stage (
+    symbol text, trade_id bigint, stream text, price numeric, qty numeric,
+    first_trade_id bigint, last_trade_id bigint, trade_ms bigint, event_ms bigint,
+    buyer_is_maker boolean, ingest_ms bigint
+) ON COMMIT DELETE ROWS
+"""
+
+STAGE_COLUMNS = ("symbol", "trade_id", "stream", "price", "qty", "first_trade_id", "last_trade_id",
+                 "trade_ms", "event_ms", "buyer_is_maker", "ingest_ms")
+
+# Inserts new trades, skips known ones, and keeps symbol_state current, in one statement.
+# Times arrive as integer ms and are converted exactly (no float on the way).
+MERGE_SQL = """
+WITH inserted AS (
+    INSERT INTO trades (symbol, trade_id, stream, price, qty, first_trade_id, last_trade_id,
+                        trade_time, event_time, buyer_is_maker, ingest_time)
+    SELECT symbol, trade_id, stream, price, qty, first_trade_id, last_trade_id,
+           timestamptz 'epoch' + trade_ms * interval '1 millisecond',
+           timestamptz 'epoch' + event_ms * interval '1 millisecond',
+           buyer_is_maker,
+           timestamptz 'epoch' + ingest_ms * interval '1 millisecond'
+    FROM trades_stage
+    ON CONFLICT DO NOTHING
+    RETURNING symbol, trade_id, price, trade_time, stored_at
+), newest AS (
+    SELECT DISTINCT ON (symbol) symbol, trade_id, price, trade_time, stored_at,
+           count(*) OVER (PARTITION BY symbol) AS stored
+    FROM inserted
+    ORDER BY symbol, trade_time DESC, trade_id DESC
+), state AS (
+    INSERT INTO symbol_state AS s (symbol, last_trade_id, last_price, last_trade_time, last_stored_at, trades_stored)
+    SELECT symbol, trade_id, price, trade_time, stored_at, stored FROM newest
+    ON CONFLICT (symbol) DO UPDATE SET
+        trades_stored = s.trades_stored + EXCLUDED.trades_stored,
+        last_stored_at = EXCLUDED.last_stored_at,
+        last_trade_id = CASE WHEN (EXCLUDED.last_trade_time, EXCLUDED.last_trade_id) > (s.last_trade_time, s.last_trade_id)
+                             THEN EXCLUDED.last_trade_id ELSE s.last_trade_id END,
+        last_price = CASE WHEN (EXCLUDED.last_trade_time, EXCLUDED.last_trade_id) > (s.last_trade_time, s.last_trade_id)
+                          THEN EXCLUDED.last_price ELSE s.last_price END,
+        last_trade_time = GREATEST(s.last_trade_time, EXCLUDED.last_trade_time)
+)
+SELECT count(*) FROM inserted
+"""
+
+DEAD_LETTER_SQL = """
+INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, message_key, payload, field, reason)
+VALUES %s ON CONFLICT DO NOTHING
+"""
+
+GAP_SQL = """
+INSERT INTO ingest_gaps (symbol, stream, from_id, to_id, reason, detected_at)
+VALUES %s ON CONFLICT DO NOTHING
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    inserted: int
+    duplicates: int
+    dead_letters: int
+    gaps: int
+
+
+def _copy_text(value: object) -> str:
+    if value is None:
+        return r"\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    # Everything else is a validated int, alnum symbol or decimal string: no tab, newline or
+    # backslash can occur, so no escaping is needed.
+    return str(value)
+
+
+class TradeStore:
+    """One connection, reused across batches; reconnects after a failure."""
+
+    def __init__(self, settings: PostgresSettings) -> None:
+        self._settings = settings
+        self._conn: psycopg2.extensions.connection | None = None
+        self._known_days: set[date] = set()
+
+    def _connection(self) -> psycopg2.extensions.connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = db.connect(self._settings)
+            with self._conn, self._conn.cursor() as cur:
+                cur.execute(STAGE_DDL)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None
+
+    def discard_connection(self) -> None:
+        """Forget a connection that failed; the next write opens a new one."""
+        try:
+            self.close()
+        except psycopg2.Error:
+            self._conn = None
+
+    def write(self, batch: Batch) -> WriteResult:
+        """Write the whole batch atomically; on return it is durable (committed)."""
+        conn = self._connection()
+        new_days: list[date] = []
+        inserted = 0
+        with conn, conn.cursor() as cur:  # commits on success, rolls back on error
+            span = batch.trade_days()
+            if span is not None:
+                first, last = span
+                days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+                new_days = [day for day in days if day not in self._known_days]
+                if new_days:
+                    cur.execute("SELECT ensure_trade_partitions(%s, %s)", (min(new_days), max(new_days)))
+            if batch.trades:
+                buffer = io.StringIO()
+                for t in batch.trades:
+                    row = (t.symbol, t.trade_id, t.stream, t.price, t.qty, t.first_trade_id, t.last_trade_id,
+                           t.trade_time, t.event_time, t.buyer_is_maker, t.ingest_time)
+                    buffer.write("\t".join(map(_copy_text, row)))
+                    buffer.write("\n")
+                buffer.seek(0)
+                cur.copy_from(buffer, "trades_stage", columns=STAGE_COLUMNS)
+                cur.execute(MERGE_SQL)
+                row = cur.fetchone()
+                inserted = int(row[0]) if row else 0
+            if batch.dead_letters:
+                execute_values(cur, DEAD_LETTER_SQL, [
+                    (d.record.topic, d.record.partition, d.record.offset,
+                     psycopg2.Binary(d.record.key) if d.record.key is not None else None,
+                     psycopg2.Binary(d.record.value) if d.record.value is not None else None,
+                     d.field, d.reason)
+                    for d in batch.dead_letters
+                ])
+            if batch.gaps:
+                execute_values(cur, GAP_SQL, [
+                    (g.symbol, g.stream, g.from_id, g.to_id, g.reason, g.detected_at / 1000)
+                    for g in batch.gaps
+                ], template="(%s, %s, %s, %s, %s, to_timestamp(%s))")
+        self._known_days.update(new_days)
+        return WriteResult(inserted=inserted, duplicates=len(batch.trades) - inserted,
+                           dead_letters=len(batch.dead_letters), gaps=len(batch.gaps))

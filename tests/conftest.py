@@ -1,0 +1,95 @@
+"""Session-wide services (PostgreSQL, broker, Spark) and per-test databases and topics."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2.extensions
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from services import Broker, Postgres, SparkCluster, postgres_cluster, spark_standalone, tansu_broker  # noqa: E402
+
+from candlestack import db  # noqa: E402
+from candlestack.settings import AggregatorSettings, Env, PostgresSettings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[Postgres]:
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    with tansu_broker() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkCluster]:
+    with spark_standalone(tmp_path_factory.mktemp("spark")) as cluster:
+        yield cluster
+
+
+def _safe_name(request: pytest.FixtureRequest) -> str:
+    return re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:50]
+
+
+@pytest.fixture
+def database(pg: Postgres, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    name = "t_" + _safe_name(request)
+    pg.create_database(name)
+    conn = pg.connect(name)
+    db.migrate(conn)
+    conn.close()
+    yield name
+
+
+@pytest.fixture
+def conn(pg: Postgres, database: str) -> Iterator[psycopg2.extensions.connection]:
+    connection = pg.connect(database)
+    connection.autocommit = True
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def topic(broker: Broker, request: pytest.FixtureRequest) -> str:
+    name = "trades." + _safe_name(request)
+    broker.create_topic(name)
+    return name
+
+
+@pytest.fixture
+def logdir(tmp_path: Path) -> Path:
+    path = tmp_path / "logs"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def pipeline_env(pg: Postgres, database: str, broker: Broker, topic: str) -> dict[str, str]:
+    """Environment for producer/consumer subprocesses wired to this test's database and topic."""
+    return {
+        **pg.env(database),
+        "CANDLESTACK_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "CANDLESTACK_KAFKA_TOPIC": topic,
+        "CANDLESTACK_KAFKA_GROUP_ID": "group-" + topic,
+        "CANDLESTACK_PRODUCER_RECONNECT_INITIAL_S": "0.05",
+        "CANDLESTACK_PRODUCER_RECONNECT_MAX_S": "0.5",
+    }
+
+
+def aggregator_settings(pg: Postgres, database: str, master: str, **extra: str) -> AggregatorSettings:
+    env = {**pg.env(database), "CANDLESTACK_SPARK_MASTER": master, "CANDLESTACK_METRICS_PORT": "0", **extra}
+    return AggregatorSettings.from_env(env)
+
+
+def postgres_settings(pg: Postgres, database: str) -> PostgresSettings:
+    return PostgresSettings.from_env(Env(pg.env(database)), application_name="tests")

@@ -1,0 +1,64 @@
+"""Helpers shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from decimal import Decimal
+
+import psycopg2.extensions
+from confluent_kafka import Producer
+from reference import AggTrade
+
+from candlestack.contract import Trade
+
+
+def trade_message(t: AggTrade, symbol: str = "XRPETH") -> Trade:
+    return Trade(symbol=symbol, stream="aggTrade", trade_id=t.agg_id, price=t.price, qty=t.qty,
+                 trade_time=t.time_ms, event_time=t.time_ms, buyer_is_maker=t.buyer_is_maker,
+                 ingest_time=int(time.time() * 1000), first_trade_id=t.first_id, last_trade_id=t.last_id)
+
+
+def publish(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                         "linger.ms": 5})
+    count = 0
+    for key, value in messages:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        count += 1
+    assert producer.flush(60) == 0
+    return count
+
+
+def scalar(conn: psycopg2.extensions.connection, query: str, params: tuple[object, ...] = ()) -> object:
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def stored_ids(conn: psycopg2.extensions.connection, symbol: str = "XRPETH") -> list[int]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT trade_id FROM trades WHERE symbol = %s ORDER BY trade_id", (symbol,))
+        return [row[0] for row in cur.fetchall()]
+
+
+def candles(conn: psycopg2.extensions.connection, timeframe: str,
+            symbol: str = "XRPETH") -> dict[int, tuple[Decimal, Decimal, Decimal, Decimal, Decimal]]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT (extract(epoch FROM open_time) * 1000)::bigint, open, high, low, close, volume "
+                    "FROM candles WHERE symbol = %s AND timeframe = %s ORDER BY open_time", (symbol, timeframe))
+        return {row[0]: tuple(row[1:]) for row in cur.fetchall()}  # type: ignore[misc]
+
+
+def candle_table(conn: psycopg2.extensions.connection) -> list[tuple[object, ...]]:
+    """Every candle column except updated_at, for before/after comparisons."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT symbol, timeframe, open_time, close_time, open, high, low, close, volume, quote_volume, "
+                    "trade_count, first_trade_id, last_trade_id FROM candles ORDER BY 1, 2, 3")
+        return list(cur.fetchall())

@@ -1,0 +1,55 @@
+"""The real Binance data in ../shared and an independent candle computation to check against."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+
+from services import AGG_TRADES_CSV, KLINES_CSV
+
+Candle = tuple[Decimal, Decimal, Decimal, Decimal, Decimal]  # open, high, low, close, volume
+
+
+@dataclass(frozen=True)
+class AggTrade:
+    agg_id: int
+    price: str
+    qty: str
+    first_id: int
+    last_id: int
+    time_ms: int
+    buyer_is_maker: bool
+
+
+def agg_trades() -> list[AggTrade]:
+    with open(AGG_TRADES_CSV, newline="") as handle:
+        return [AggTrade(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5]), r[6] == "True")
+                for r in csv.reader(handle)]
+
+
+def binance_klines() -> dict[int, Candle]:
+    with open(KLINES_CSV, newline="") as handle:
+        return {int(r["open_time_ms"]): (Decimal(r["open"]), Decimal(r["high"]), Decimal(r["low"]),
+                                         Decimal(r["close"]), Decimal(r["volume"]))
+                for r in csv.DictReader(handle)}
+
+
+def candles_from_trades(trades: list[AggTrade], step_ms: int) -> dict[int, Candle]:
+    """Straightforward Python: sort by (time, id), group by window, then Binance's fillers."""
+    windows: dict[int, list[AggTrade]] = defaultdict(list)
+    for trade in sorted(trades, key=lambda t: (t.time_ms, t.agg_id)):
+        windows[trade.time_ms - trade.time_ms % step_ms].append(trade)
+    result: dict[int, Candle] = {}
+    for start, group in windows.items():
+        prices = [Decimal(t.price) for t in group]
+        result[start] = (prices[0], max(prices), min(prices), prices[-1], sum((Decimal(t.qty) for t in group), Decimal(0)))
+    first, last = min(result), max(result)
+    previous_close = result[first][3]
+    for start in range(first, last + step_ms, step_ms):
+        if start in result:
+            previous_close = result[start][3]
+        else:
+            result[start] = (previous_close,) * 4 + (Decimal(0),)  # type: ignore[assignment]
+    return result
