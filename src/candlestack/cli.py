@@ -45,7 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser("replay", help="serve a Binance-protocol replay feed (WebSocket + REST); "
                             "`candlestack replay --help` lists its options", add_help=False)
-    replay.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="action", required=True)
@@ -72,13 +71,6 @@ def run(args: argparse.Namespace) -> int:
         from aggregator.main import main as aggregator_main  # noqa: PLC0415
 
         return aggregator_main(args)
-    if args.command == "replay":
-        from replay.cli import add_arguments  # noqa: PLC0415
-        from replay.cli import main as replay_main  # noqa: PLC0415
-
-        replay_parser = argparse.ArgumentParser(prog="candlestack replay", description="Binance-protocol replay feed")
-        add_arguments(replay_parser)
-        return replay_main(replay_parser.parse_args(args.args))
     if args.command == "db":
         from candlestack.admin import db_command  # noqa: PLC0415
 
@@ -90,8 +82,21 @@ def run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def replay_main(argv: list[str]) -> int:
+    """The replay feed keeps its own parser (its options are many and its own)."""
+    from replay.cli import add_arguments  # noqa: PLC0415
+    from replay.cli import main as run_replay  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="candlestack replay", description="Binance-protocol replay feed")
+    add_arguments(parser)
+    return run_replay(parser.parse_args(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["replay"]:
+        return replay_main(words[1:])
+    args = build_parser().parse_args(words)
     try:
         return run(args)
     except SettingsError as exc:

@@ -69,7 +69,9 @@ class TradeStream:
 
     def _session(self) -> None:
         try:
-            ws = websocket.create_connection(self._url, timeout=10, enable_multithread=False)
+            # recv() decodes text frames as UTF-8 anyway; the pure-Python pre-check costs ~3x throughput.
+            ws = websocket.create_connection(self._url, timeout=10, enable_multithread=False,
+                                             skip_utf8_validation=True)
         except (websocket.WebSocketException, OSError) as exc:
             raise _Reconnect(f"connect failed: {exc}", immediately=False) from None
         metrics.CONNECTED.set(1)
