@@ -9,13 +9,14 @@ from pathlib import Path
 
 import psycopg2.extensions
 import pytest
+from pyspark.sql import SparkSession
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from services import Broker, Postgres, SparkCluster, postgres_cluster, spark_standalone, tansu_broker  # noqa: E402
-
-from candlestack import db  # noqa: E402
-from candlestack.settings import AggregatorSettings, Env, PostgresSettings  # noqa: E402
+from aggregator.session import build_session
+from candlestack import db
+from candlestack.settings import AggregatorSettings, Env, PostgresSettings
+from services import Broker, Postgres, SparkCluster, postgres_cluster, spark_standalone, tansu_broker
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +35,14 @@ def broker() -> Iterator[Broker]:
 def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkCluster]:
     with spark_standalone(tmp_path_factory.mktemp("spark")) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def spark(pg: Postgres, spark_cluster: SparkCluster) -> Iterator[SparkSession]:
+    """One Spark application on the standalone cluster for every in-process aggregator test."""
+    session = build_session(aggregator_settings(pg, "postgres", spark_cluster.master_url))
+    yield session
+    session.stop()
 
 
 def _safe_name(request: pytest.FixtureRequest) -> str:

@@ -8,9 +8,10 @@ from decimal import Decimal
 
 import psycopg2.extensions
 from confluent_kafka import Producer
-from reference import AggTrade
+from psycopg2.extras import execute_values
 
 from candlestack.contract import Trade
+from reference import AggTrade
 
 
 def trade_message(t: AggTrade, symbol: str = "XRPETH") -> Trade:
@@ -62,3 +63,20 @@ def candle_table(conn: psycopg2.extensions.connection) -> list[tuple[object, ...
         cur.execute("SELECT symbol, timeframe, open_time, close_time, open, high, low, close, volume, quote_volume, "
                     "trade_count, first_trade_id, last_trade_id FROM candles ORDER BY 1, 2, 3")
         return list(cur.fetchall())
+
+
+def insert_trades(conn: psycopg2.extensions.connection, trades: Iterable[AggTrade], symbol: str = "XRPETH") -> None:
+    """Store trades the way the consumer would, without Kafka (aggregator tests)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT ensure_trade_partitions('2019-10-10', '2019-10-14')")
+        execute_values(
+            cur,
+            "INSERT INTO trades (symbol, trade_id, stream, price, qty, first_trade_id, last_trade_id, trade_time, "
+            "event_time, buyer_is_maker, ingest_time) VALUES %s",
+            [(symbol, t.agg_id, t.price, t.qty, t.first_id, t.last_id, t.time_ms, t.time_ms, t.buyer_is_maker)
+             for t in trades],
+            template="(%s, %s, 'aggTrade', %s::numeric, %s::numeric, %s, %s, "
+                     "timestamptz 'epoch' + %s * interval '1 millisecond', "
+                     "timestamptz 'epoch' + %s * interval '1 millisecond', %s, now())",
+            page_size=5000)
+        cur.execute("INSERT INTO symbol_state VALUES (%s, 0, 1, now(), now(), 0) ON CONFLICT DO NOTHING", (symbol,))

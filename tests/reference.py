@@ -44,7 +44,8 @@ def candles_from_trades(trades: list[AggTrade], step_ms: int) -> dict[int, Candl
     result: dict[int, Candle] = {}
     for start, group in windows.items():
         prices = [Decimal(t.price) for t in group]
-        result[start] = (prices[0], max(prices), min(prices), prices[-1], sum((Decimal(t.qty) for t in group), Decimal(0)))
+        volume = sum((Decimal(t.qty) for t in group), Decimal(0))
+        result[start] = (prices[0], max(prices), min(prices), prices[-1], volume)
     first, last = min(result), max(result)
     previous_close = result[first][3]
     for start in range(first, last + step_ms, step_ms):

@@ -50,7 +50,8 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 
         except Exception as exc:
             last_exc = exc
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+    detail = f" (last error: {last_exc})" if last_exc else ""
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}{detail}")
 
 
 def port_open(port: int) -> bool:

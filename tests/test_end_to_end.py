@@ -5,40 +5,30 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2.extensions
 import pytest
+from pyspark.sql import SparkSession
+
+from aggregator.jobs import Aggregator
+from candlestack import db
 from conftest import aggregator_settings
 from pipeline import candle_table, candles, scalar, stored_ids
-from pyspark.sql import SparkSession
 from reference import agg_trades, binance_klines, candles_from_trades
 from services import (
     AGG_TRADES_CSV,
     Component,
     Postgres,
     Replay,
-    SparkCluster,
     start_component,
     start_replay,
     wait_for,
 )
 
-from aggregator.jobs import Aggregator
-from aggregator.session import build_session
-from candlestack import db
-
 pytestmark = pytest.mark.slow
 
 CSV_IDS = [t.agg_id for t in agg_trades()]
-
-
-@pytest.fixture(scope="module")
-def spark(pg: Postgres, spark_cluster: SparkCluster) -> Iterator[SparkSession]:
-    session = build_session(aggregator_settings(pg, "postgres", spark_cluster.master_url))
-    yield session
-    session.stop()
 
 
 def producer_env(pipeline_env: dict[str, str], replay: Replay) -> dict[str, str]:
@@ -69,7 +59,7 @@ def test_reference_replay_through_the_pipeline_equals_binance_klines(
     pg: Postgres, database: str, pipeline_env: dict[str, str], conn: psycopg2.extensions.connection,
     spark: SparkSession, logdir: Path,
 ) -> None:
-    producer, consumer = run_feed(["--rate", "4000"], pipeline_env, conn, logdir)
+    _producer, consumer = run_feed(["--rate", "4000"], pipeline_env, conn, logdir)
     # The same file again, through a new producer: every trade arrives twice, nothing changes.
     run_feed(["--rate", "4000", "--duplicate-every", "5"], pipeline_env, conn, logdir, consumer=consumer)
     time.sleep(1)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import reduce
+from math import gcd
 from typing import Any
 
 import psycopg2.extensions
 from psycopg2 import sql
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from aggregator.windows import Span, from_ms
@@ -33,9 +34,10 @@ CUSTOM_SCHEMA = "price DECIMAL(22,10), qty DECIMAL(22,10)"
 
 def span_predicate(span: Span, conn: psycopg2.extensions.connection) -> str:
     """A WHERE fragment for one span, rendered with psycopg2's own literal quoting."""
-    return sql.SQL("(symbol = {} AND trade_time >= {} AND trade_time < {})").format(
+    fragment = sql.SQL("(symbol = {} AND trade_time >= {} AND trade_time < {})").format(
         sql.Literal(span.symbol), sql.Literal(from_ms(span.start_ms)), sql.Literal(from_ms(span.end_ms)),
-    ).as_string(conn)
+    )
+    return str(fragment.as_string(conn))
 
 
 def predicates(spans: Sequence[Span], parts: int, conn: psycopg2.extensions.connection) -> list[str]:
@@ -59,40 +61,64 @@ def read_trades(spark: SparkSession, postgres: PostgresSettings, where: list[str
     return spark.read.jdbc(postgres.jdbc_url(), SOURCE, predicates=where, properties=properties)
 
 
-def candles(trades: DataFrame, intervals: Sequence[str]) -> DataFrame:
-    """One row per (symbol, timeframe, window) that has trades."""
-    frames = []
-    for name in intervals:
-        step = INTERVALS_MS[name]
-        order_key = F.struct("trade_ms", "trade_id", "price")
-        windowed = trades.withColumn("open_ms", F.col("trade_ms") - F.pmod(F.col("trade_ms"), F.lit(step)))
-        frames.append(
-            windowed.groupBy("symbol", "open_ms")
-            .agg(
-                F.min(order_key).alias("first"),
-                F.max(order_key).alias("last"),
-                F.max("price").alias("high"),
-                F.min("price").alias("low"),
-                F.sum("qty").alias("volume"),
-                F.sum(F.col("price") * F.col("qty")).alias("quote_volume"),
-                F.sum("raw_trades").alias("trade_count"),
-            )
-            .select(
-                "symbol",
-                F.lit(name).alias("timeframe"),
-                "open_ms",
-                F.lit(step).cast("bigint").alias("interval_ms"),
-                F.col("first.price").alias("open"),
-                "high",
-                "low",
-                F.col("last.price").alias("close"),
-                "volume",
-                "quote_volume",
-                "trade_count",
-                F.col("first.trade_id").alias("first_trade_id"),
-                F.col("last.trade_id").alias("last_trade_id"),
-            )
+def _partials(frame: DataFrame, step: int, *, first: Column, last: Column, high: str, low: str,
+              volume: Column, quote_volume: Column, raw_trades: Column, trades: Column) -> DataFrame:
+    return (
+        frame.withColumn("open_ms", F.col("open_ms") - F.pmod(F.col("open_ms"), F.lit(step)))
+        .groupBy("symbol", "open_ms")
+        .agg(
+            F.min(first).alias("first"),
+            F.max(last).alias("last"),
+            F.max(high).alias("high"),
+            F.min(low).alias("low"),
+            F.sum(volume).alias("volume"),
+            F.sum(quote_volume).alias("quote_volume"),
+            F.sum(raw_trades).alias("trade_count"),
+            F.sum(trades).alias("trades"),
         )
+    )
+
+
+def candles(trades: DataFrame, intervals: Sequence[str]) -> DataFrame:
+    """One row per (symbol, timeframe, window) that has trades.
+
+    Trades are reduced once, to windows of the greatest common divisor of the intervals (1m
+    for the defaults); each interval is then the exact combination of those partial aggregates
+    (min/max of (time, id, price) structs, sums of decimals). That is the same as building
+    every interval from trades, in one read and one trade-level shuffle, and it is not the
+    lossy roll-up of zero-volume-filled candles: fillers are added afterwards, per interval.
+    """
+    steps = {name: INTERVALS_MS[name] for name in intervals}
+    base = reduce(gcd, steps.values())
+    order_key = F.struct("trade_ms", "trade_id", "price")
+    fine = _partials(
+        trades.withColumn("open_ms", F.col("trade_ms")), base,
+        first=order_key, last=order_key, high="price", low="price", volume=F.col("qty"),
+        quote_volume=F.col("price") * F.col("qty"), raw_trades=F.col("raw_trades"), trades=F.lit(1),
+    )
+    frames = []
+    for name, step in steps.items():
+        rolled = fine if step == base else _partials(
+            fine, step, first=F.col("first"), last=F.col("last"), high="high", low="low",
+            volume=F.col("volume"), quote_volume=F.col("quote_volume"), raw_trades=F.col("trade_count"),
+            trades=F.col("trades"),
+        )
+        frames.append(rolled.select(
+            "symbol",
+            F.lit(name).alias("timeframe"),
+            "open_ms",
+            F.lit(step).cast("bigint").alias("interval_ms"),
+            F.col("first.price").alias("open"),
+            "high",
+            "low",
+            F.col("last.price").alias("close"),
+            "volume",
+            "quote_volume",
+            "trade_count",
+            F.col("first.trade_id").alias("first_trade_id"),
+            F.col("last.trade_id").alias("last_trade_id"),
+            "trades",
+        ))
     return reduce(DataFrame.unionByName, frames)
 
 
@@ -101,13 +127,8 @@ CandleRow = tuple[Any, ...]
 
 def compute(spark: SparkSession, postgres: PostgresSettings, where: list[str],
             intervals: Sequence[str]) -> tuple[int, list[CandleRow]]:
-    """Read the trades matching ``where`` and return (trade rows read, candle rows)."""
-    trades = read_trades(spark, postgres, where).cache()
-    try:
-        count = trades.count()
-        if count == 0:
-            return 0, []
-        rows = [tuple(row) for row in candles(trades, intervals).collect()]
-        return count, rows
-    finally:
-        trades.unpersist()
+    """Read the trades matching ``where`` and return (trades read, candle rows), in one Spark job."""
+    rows = candles(read_trades(spark, postgres, where), intervals).collect()
+    # Every interval partitions the same trades: count them on one.
+    count = sum(int(row["trades"]) for row in rows if row["timeframe"] == intervals[0])
+    return count, [tuple(row)[:-1] for row in rows]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -188,10 +189,8 @@ class Aggregator:
     def _reconnect(self) -> None:
         from candlestack import db  # noqa: PLC0415
 
-        try:
+        with contextlib.suppress(psycopg2.Error):
             self._conn.close()
-        except psycopg2.Error:
-            pass
         try:
             self._conn = db.connect(self._settings.postgres)
         except psycopg2.OperationalError as exc:

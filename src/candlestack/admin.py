@@ -33,7 +33,8 @@ def db_command(args: argparse.Namespace) -> int:
             dropped = [row[0] for row in cur.fetchall()]
         for name in dropped:
             print(f"dropped {name}")
-        log.info("retention done", extra={"keep_days": keep_days, "cutoff": cutoff.isoformat(), "dropped": len(dropped)})
+        log.info("retention done",
+                 extra={"keep_days": keep_days, "cutoff": cutoff.isoformat(), "dropped": len(dropped)})
         return 0
     finally:
         conn.close()

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile = agg_sub.add_parser("reconcile", help="backfill the recent past (for a timer)")
     reconcile.add_argument("--hours", type=float, default=2.0, help="how far back, in hours (default 2)")
 
-    replay = sub.add_parser("replay", help="serve a Binance-protocol replay feed (WebSocket + REST); "
+    sub.add_parser("replay", help="serve a Binance-protocol replay feed (WebSocket + REST); "
                             "`candlestack replay --help` lists its options", add_help=False)
 
     db = sub.add_parser("db", help="database administration")

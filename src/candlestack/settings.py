@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import get_args
+from typing import cast, get_args
 from urllib.parse import urlsplit
 
 from candlestack.contract import STREAMS, StreamType, normalise_symbol
@@ -47,7 +47,7 @@ class Env:
         value = self._environ.get(PREFIX + name)
         return None if value is None or value.strip() == "" else value.strip()
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         return self.raw(name) or default
 
     def required(self, name: str) -> str:
@@ -56,7 +56,7 @@ class Env:
             raise SettingsError(PREFIX + name, "is required and not set")
         return value
 
-    def int(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
         raw = self.raw(name)
         if raw is None:
             return default
@@ -68,7 +68,7 @@ class Env:
             raise SettingsError(PREFIX + name, f"{value} is outside {minimum}..{maximum or 'inf'}")
         return value
 
-    def float(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
         raw = self.raw(name)
         if raw is None:
             return default
@@ -87,10 +87,10 @@ class Env:
             return None
         if raw is None:
             return default
-        return self.int(name, 0, minimum=1, maximum=65535)
+        return self.integer(name, 0, minimum=1, maximum=65535)
 
     def url(self, name: str, default: str, *, schemes: tuple[str, ...]) -> str:
-        value = self.str(name, default).rstrip("/")
+        value = self.text(name, default).rstrip("/")
         parts = urlsplit(value)
         if parts.scheme not in schemes or not parts.hostname:
             raise SettingsError(PREFIX + name, f"expected a {'/'.join(schemes)} URL with a host, got {value!r}")
@@ -101,7 +101,7 @@ class Env:
         return value
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.str(name, default)
+        value = self.text(name, default)
         if value not in choices:
             raise SettingsError(PREFIX + name, f"expected one of {', '.join(choices)}, got {value!r}")
         return value
@@ -132,7 +132,7 @@ class PostgresSettings:
 
     @classmethod
     def from_env(cls, env: Env, *, application_name: str) -> PostgresSettings:
-        host = env.str("PG_HOST", "localhost")
+        host = env.text("PG_HOST", "localhost")
         password = env.raw("PG_PASSWORD")
         # A Unix socket directory may use peer authentication; a TCP connection never goes
         # without a password here (pg_hba uses scram-sha-256).
@@ -140,9 +140,9 @@ class PostgresSettings:
             raise SettingsError(PREFIX + "PG_PASSWORD", f"is required to connect to {host} over TCP")
         return cls(
             host=host,
-            port=env.int("PG_PORT", 5432, minimum=1, maximum=65535),
-            database=env.str("PG_DATABASE", "candlestack"),
-            user=env.str("PG_USER", "candlestack"),
+            port=env.integer("PG_PORT", 5432, minimum=1, maximum=65535),
+            database=env.text("PG_DATABASE", "candlestack"),
+            user=env.text("PG_USER", "candlestack"),
             password=password,
             sslmode=env.choice("PG_SSLMODE", "prefer", ("disable", "allow", "prefer", "require",
                                                         "verify-ca", "verify-full")),
@@ -175,11 +175,12 @@ class KafkaSettings:
 
     @classmethod
     def from_env(cls, env: Env) -> KafkaSettings:
-        servers = env.str("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
+        servers = env.text("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
         for server in servers.split(","):
             if not re.match(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$", server.strip()):
-                raise SettingsError(PREFIX + "KAFKA_BOOTSTRAP_SERVERS", f"expected host:port[,host:port], got {servers!r}")
-        topic = env.str("KAFKA_TOPIC", "candlestack.trades")
+                raise SettingsError(PREFIX + "KAFKA_BOOTSTRAP_SERVERS",
+                                    f"expected host:port[,host:port], got {servers!r}")
+        topic = env.text("KAFKA_TOPIC", "candlestack.trades")
         if not re.match(r"^[A-Za-z0-9._\-]{1,249}$", topic):
             raise SettingsError(PREFIX + "KAFKA_TOPIC", f"not a valid topic name: {topic!r}")
         return cls(bootstrap_servers=servers, topic=topic)
@@ -192,11 +193,12 @@ class MetricsSettings:
 
     @classmethod
     def from_env(cls, env: Env, *, default_port: int | None) -> MetricsSettings:
-        return cls(address=env.str("METRICS_ADDRESS", "127.0.0.1"), port=env.optional_port("METRICS_PORT", default_port))
+        return cls(address=env.text("METRICS_ADDRESS", "127.0.0.1"),
+                   port=env.optional_port("METRICS_PORT", default_port))
 
 
 def parse_symbols(env: Env) -> tuple[str, ...]:
-    raw = env.str("SYMBOLS", "btcusdt,ethusdt")
+    raw = env.text("SYMBOLS", "btcusdt,ethusdt")
     try:
         symbols = tuple(dict.fromkeys(normalise_symbol(s) for s in raw.split(",") if s.strip()))
     except ContractError as exc:
@@ -230,17 +232,17 @@ class ProducerSettings:
         env = Env(environ)
         return cls(
             symbols=parse_symbols(env),
-            stream=env.choice("STREAM", "trade", STREAMS),  # type: ignore[arg-type]
+            stream=cast(StreamType, env.choice("STREAM", "trade", STREAMS)),
             ws_url=env.url("BINANCE_WS_URL", "wss://stream.binance.com:9443", schemes=("ws", "wss")),
             rest_url=env.url("BINANCE_REST_URL", "https://api.binance.com", schemes=("http", "https")),
             kafka=KafkaSettings.from_env(env),
             metrics=MetricsSettings.from_env(env, default_port=9101),
             log=LogSettings.from_env(env),
-            reconnect_initial_s=env.float("PRODUCER_RECONNECT_INITIAL_S", 0.5, minimum=0.01),
-            reconnect_max_s=env.float("PRODUCER_RECONNECT_MAX_S", 30.0, minimum=0.01),
-            max_connection_age_s=env.float("PRODUCER_MAX_CONNECTION_AGE_S", 23.5 * 3600, minimum=1.0),
-            gap_fill_max_trades=env.int("PRODUCER_GAP_FILL_MAX_TRADES", 100_000),
-            buffer_max_messages=env.int("PRODUCER_BUFFER_MAX_MESSAGES", 100_000, minimum=1, maximum=10_000_000),
+            reconnect_initial_s=env.number("PRODUCER_RECONNECT_INITIAL_S", 0.5, minimum=0.01),
+            reconnect_max_s=env.number("PRODUCER_RECONNECT_MAX_S", 30.0, minimum=0.01),
+            max_connection_age_s=env.number("PRODUCER_MAX_CONNECTION_AGE_S", 23.5 * 3600, minimum=1.0),
+            gap_fill_max_trades=env.integer("PRODUCER_GAP_FILL_MAX_TRADES", 100_000),
+            buffer_max_messages=env.integer("PRODUCER_BUFFER_MAX_MESSAGES", 100_000, minimum=1, maximum=10_000_000),
         )
 
 
@@ -264,19 +266,20 @@ class ConsumerSettings:
             postgres=PostgresSettings.from_env(env, application_name="candlestack-consumer"),
             metrics=MetricsSettings.from_env(env, default_port=9102),
             log=LogSettings.from_env(env),
-            group_id=env.str("KAFKA_GROUP_ID", "candlestack-consumer"),
-            batch_max_messages=env.int("CONSUMER_BATCH_MAX_MESSAGES", 5000, minimum=1, maximum=1_000_000),
-            batch_linger_ms=env.int("CONSUMER_BATCH_LINGER_MS", 5, maximum=60_000),
-            retry_max_s=env.float("CONSUMER_RETRY_MAX_S", 30.0, minimum=0.01),
+            group_id=env.text("KAFKA_GROUP_ID", "candlestack-consumer"),
+            batch_max_messages=env.integer("CONSUMER_BATCH_MAX_MESSAGES", 5000, minimum=1, maximum=1_000_000),
+            batch_linger_ms=env.integer("CONSUMER_BATCH_LINGER_MS", 5, maximum=60_000),
+            retry_max_s=env.number("CONSUMER_RETRY_MAX_S", 30.0, minimum=0.01),
         )
 
 
 def parse_intervals(env: Env) -> tuple[str, ...]:
-    raw = env.str("INTERVALS", "1m,5m")
+    raw = env.text("INTERVALS", "1m,5m")
     names = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
     bad = [name for name in names if name not in INTERVALS_MS]
     if bad or not names:
-        raise SettingsError(PREFIX + "INTERVALS", f"unknown interval(s) {bad or raw!r}; valid: {', '.join(INTERVALS_MS)}")
+        raise SettingsError(PREFIX + "INTERVALS",
+                            f"unknown interval(s) {bad or raw!r}; valid: {', '.join(INTERVALS_MS)}")
     return tuple(sorted(names, key=INTERVALS_MS.__getitem__))
 
 
@@ -300,29 +303,29 @@ class AggregatorSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AggregatorSettings:
         env = Env(environ)
-        master = env.str("SPARK_MASTER", "local[2]")
+        master = env.text("SPARK_MASTER", "local[2]")
         if not re.match(r"^(local(\[(\d+|\*)\])?|spark://[A-Za-z0-9_.\-]+:\d+(,[A-Za-z0-9_.\-]+:\d+)*)$", master):
             raise SettingsError(PREFIX + "SPARK_MASTER", f"expected local[N] or spark://host:port, got {master!r}")
         memory_pattern = re.compile(r"^\d+[kmgt]$", re.IGNORECASE)
-        memories = {name: env.str(name, "512m") for name in ("SPARK_DRIVER_MEMORY", "SPARK_EXECUTOR_MEMORY")}
+        memories = {name: env.text(name, "512m") for name in ("SPARK_DRIVER_MEMORY", "SPARK_EXECUTOR_MEMORY")}
         for name, value in memories.items():
             if not memory_pattern.match(value):
                 raise SettingsError(PREFIX + name, f"expected a JVM size such as 512m or 2g, got {value!r}")
-        cores = env.int("SPARK_EXECUTOR_CORES", 0, maximum=1024)
+        cores = env.integer("SPARK_EXECUTOR_CORES", 0, maximum=1024)
         return cls(
             postgres=PostgresSettings.from_env(env, application_name="candlestack-aggregator"),
             metrics=MetricsSettings.from_env(env, default_port=9103),
             log=LogSettings.from_env(env),
             intervals=parse_intervals(env),
             spark_master=master,
-            jdbc_jar=env.str("JDBC_JAR", "/usr/share/java/postgresql.jar"),
+            jdbc_jar=env.text("JDBC_JAR", "/usr/share/java/postgresql.jar"),
             driver_memory=memories["SPARK_DRIVER_MEMORY"],
             executor_memory=memories["SPARK_EXECUTOR_MEMORY"],
             executor_cores=cores or None,
             driver_host=env.raw("SPARK_DRIVER_HOST"),
-            tick_s=env.float("AGGREGATOR_TICK_S", 2.0, minimum=0.1),
-            backfill_chunk_hours=env.int("AGGREGATOR_BACKFILL_CHUNK_HOURS", 24, minimum=1, maximum=24 * 366),
-            read_partitions=env.int("AGGREGATOR_READ_PARTITIONS", 4, minimum=1, maximum=1024),
+            tick_s=env.number("AGGREGATOR_TICK_S", 2.0, minimum=0.1),
+            backfill_chunk_hours=env.integer("AGGREGATOR_BACKFILL_CHUNK_HOURS", 24, minimum=1, maximum=24 * 366),
+            read_partitions=env.integer("AGGREGATOR_READ_PARTITIONS", 4, minimum=1, maximum=1024),
         )
 
 
@@ -340,7 +343,7 @@ class DatabaseSettings:
         return cls(
             postgres=PostgresSettings.from_env(env, application_name="candlestack-admin"),
             log=LogSettings.from_env(env),
-            retention_days=env.int("RETENTION_DAYS", 30, minimum=1),
+            retention_days=env.integer("RETENTION_DAYS", 30, minimum=1),
         )
 
 

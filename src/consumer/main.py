@@ -10,7 +10,7 @@ from types import FrameType
 from typing import Any
 
 import psycopg2
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from candlestack import logs
 from candlestack import metrics as metrics_endpoint
@@ -41,6 +41,12 @@ def consumer_config(settings: ConsumerSettings) -> dict[str, Any]:
         "fetch.wait.max.ms": 5,
         "logger": logging.getLogger("librdkafka"),
     }
+
+
+def to_record(message: Message) -> Record:
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    assert topic is not None and partition is not None and offset is not None  # set on every fetched message
+    return Record(topic, partition, offset, message.key(), message.value())
 
 
 class IngestLoop:
@@ -80,8 +86,7 @@ class IngestLoop:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("kafka error", extra={"error": str(error)})
                 continue
-            records.append(Record(message.topic(), message.partition(), message.offset(),
-                                  message.key(), message.value()))
+            records.append(to_record(message))
         return records
 
     def _handle(self, batch: Batch) -> None:
@@ -136,9 +141,7 @@ class IngestLoop:
             # message already fetched still belongs to this batch's successors: keep it.
             for message in self._consumer.consume(100, timeout=min(0.5, delay_s)):
                 if message.error() is None:
-                    record = Record(message.topic(), message.partition(), message.offset(),
-                                    message.key(), message.value())
-                    extra = build_batch([record])
+                    extra = build_batch([to_record(message)])
                     batch.trades += extra.trades
                     batch.gaps += extra.gaps
                     batch.dead_letters += extra.dead_letters

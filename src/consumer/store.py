@@ -53,9 +53,11 @@ WITH inserted AS (
     ON CONFLICT (symbol) DO UPDATE SET
         trades_stored = s.trades_stored + EXCLUDED.trades_stored,
         last_stored_at = EXCLUDED.last_stored_at,
-        last_trade_id = CASE WHEN (EXCLUDED.last_trade_time, EXCLUDED.last_trade_id) > (s.last_trade_time, s.last_trade_id)
+        last_trade_id = CASE WHEN (EXCLUDED.last_trade_time, EXCLUDED.last_trade_id)
+                                  > (s.last_trade_time, s.last_trade_id)
                              THEN EXCLUDED.last_trade_id ELSE s.last_trade_id END,
-        last_price = CASE WHEN (EXCLUDED.last_trade_time, EXCLUDED.last_trade_id) > (s.last_trade_time, s.last_trade_id)
+        last_price = CASE WHEN (EXCLUDED.last_trade_time, EXCLUDED.last_trade_id)
+                               > (s.last_trade_time, s.last_trade_id)
                           THEN EXCLUDED.last_price ELSE s.last_price END,
         last_trade_time = GREATEST(s.last_trade_time, EXCLUDED.last_trade_time)
 )

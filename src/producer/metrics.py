@@ -8,7 +8,8 @@ FRAMES = Counter("candlestack_producer_frames_total", "WebSocket frames received
 MALFORMED = Counter("candlestack_producer_malformed_frames_total", "Frames that could not be parsed")
 PUBLISHED = Counter("candlestack_producer_trades_published_total", "Trades queued to Kafka", ["symbol", "source"])
 REPEATS = Counter("candlestack_producer_repeated_trades_total", "Trades already published (skipped)", ["symbol"])
-GAP_TRADES_FILLED = Counter("candlestack_producer_gap_trades_filled_total", "Missing trades fetched over REST", ["symbol"])
+GAP_TRADES_FILLED = Counter("candlestack_producer_gap_trades_filled_total", "Missing trades fetched over REST",
+                            ["symbol"])
 GAPS_UNFILLED = Counter("candlestack_producer_gaps_unfilled_total", "Gaps that could not be filled", ["symbol"])
 RECONNECTS = Counter("candlestack_producer_reconnects_total", "WebSocket reconnects", ["reason"])
 DELIVERY_ERRORS = Counter("candlestack_producer_delivery_errors_total", "Kafka delivery failures")

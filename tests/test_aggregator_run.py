@@ -1,0 +1,98 @@
+"""``aggregator run`` on the standalone cluster: the watermark follows new trades exactly, and a
+late trade re-opens only the windows it touches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import psycopg2.extensions
+import pytest
+from pyspark.sql import SparkSession
+
+from aggregator.jobs import Aggregator
+from candlestack import db
+from conftest import aggregator_settings
+from pipeline import candles, insert_trades
+from reference import AggTrade, agg_trades, binance_klines, candles_from_trades
+from services import Postgres
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def aggregator(pg: Postgres, database: str, spark: SparkSession) -> Iterator[Aggregator]:
+    settings = aggregator_settings(pg, database, spark.sparkContext.master)
+    work = db.connect(settings.postgres)
+    yield Aggregator(settings, spark, work)
+    work.close()
+
+
+def candle_versions(conn: psycopg2.extensions.connection) -> dict[tuple[str, datetime], datetime]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT timeframe, open_time, updated_at FROM candles")
+        return {(tf, start): updated for tf, start, updated in cur.fetchall()}
+
+
+def at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def test_run_ticks_follow_trades_and_late_trades_reopen_only_their_windows(
+    aggregator: Aggregator, conn: psycopg2.extensions.connection,
+) -> None:
+    trades = agg_trades()
+    watermark = aggregator.current_xmin()
+    insert_trades(conn, trades[:6000])
+    watermark, outcome = aggregator.tick(watermark)
+    assert outcome is not None and outcome.trades >= 6000
+    insert_trades(conn, trades[6000:])
+    watermark, outcome = aggregator.tick(watermark)
+    assert outcome is not None
+    assert candles(conn, "1m") == binance_klines()
+    assert candles(conn, "5m") == candles_from_trades(trades, 300_000)
+
+    # Nothing new: no Spark job, nothing written.
+    watermark, outcome = aggregator.tick(watermark)
+    assert outcome is None
+
+    # A late trade inside a quiet minute (a filler candle) between two traded minutes.
+    klines = binance_klines()
+    quiet = next(start for start, k in sorted(klines.items())
+                 if k[4] == 0 and klines.get(start - 60_000, (0,) * 5)[4] > 0)
+    next_traded = min(start for start, k in klines.items() if start > quiet and k[4] > 0)
+    before = candle_versions(conn)
+    late = AggTrade(agg_id=1, price="0.00199999", qty="7", first_id=1, last_id=1, time_ms=quiet + 30_000,
+                    buyer_is_maker=False)
+    insert_trades(conn, [late])
+    watermark, outcome = aggregator.tick(watermark)
+    assert outcome is not None and outcome.candles_changed >= 1
+    after = candle_versions(conn)
+    changed = {key for key in after if after[key] != before.get(key)}
+    five = quiet - quiet % 300_000
+    allowed = {("1m", at(ms)) for ms in range(quiet, next_traded, 60_000)} | {("5m", at(five))}
+    allowed |= {("5m", at(ms)) for ms in range(five, next_traded + 300_000, 300_000)}
+    assert ("1m", at(quiet)) in changed
+    assert changed <= allowed, sorted(changed - allowed)
+    expected = candles_from_trades([*trades, late], 60_000)
+    assert candles(conn, "1m") == expected
+    assert candles(conn, "5m") == candles_from_trades([*trades, late], 300_000)
+
+
+def test_watermark_never_passes_a_transaction_still_in_flight(
+    pg: Postgres, database: str, aggregator: Aggregator, conn: psycopg2.extensions.connection,
+) -> None:
+    trades = agg_trades()[:500]
+    watermark = aggregator.current_xmin()
+    insert_trades(conn, trades[:250])
+    slow = pg.connect(database)  # a consumer batch that takes its time to commit
+    try:
+        insert_trades(slow, trades[250:])  # not committed yet
+        watermark, _ = aggregator.tick(watermark)
+        assert sum(c[4] for c in candles(conn, "1m").values()) == sum(int(t.qty.split(".")[0]) for t in trades[:250])
+        slow.commit()
+    finally:
+        slow.close()
+    watermark, outcome = aggregator.tick(watermark)
+    assert outcome is not None
+    assert candles(conn, "1m") == candles_from_trades(trades, 60_000)

@@ -1,0 +1,70 @@
+"""Settings read from the environment fail early and name the bad variable."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from candlestack.errors import SettingsError
+from candlestack.settings import AggregatorSettings, ConsumerSettings, ProducerSettings
+from services import candlestack_command
+
+
+def test_defaults_are_sane() -> None:
+    settings = ProducerSettings.from_env({})
+    assert settings.symbols == ("BTCUSDT", "ETHUSDT")
+    assert settings.stream == "trade" and settings.ws_url == "wss://stream.binance.com:9443"
+    assert settings.metrics.port == 9101
+    aggregator = AggregatorSettings.from_env({"CANDLESTACK_PG_PASSWORD": "x"})
+    assert aggregator.intervals == ("1m", "5m") and aggregator.spark_master == "local[2]"
+
+
+@pytest.mark.parametrize(("environ", "variable"), [
+    ({"CANDLESTACK_SYMBOLS": "btc-usdt"}, "CANDLESTACK_SYMBOLS"),
+    ({"CANDLESTACK_SYMBOLS": " , "}, "CANDLESTACK_SYMBOLS"),
+    ({"CANDLESTACK_STREAM": "kline"}, "CANDLESTACK_STREAM"),
+    ({"CANDLESTACK_BINANCE_WS_URL": "http://stream.binance.com"}, "CANDLESTACK_BINANCE_WS_URL"),
+    ({"CANDLESTACK_BINANCE_WS_URL": "wss://"}, "CANDLESTACK_BINANCE_WS_URL"),
+    ({"CANDLESTACK_BINANCE_REST_URL": "https://api.binance.com:99999"}, "CANDLESTACK_BINANCE_REST_URL"),
+    ({"CANDLESTACK_KAFKA_BOOTSTRAP_SERVERS": "localhost"}, "CANDLESTACK_KAFKA_BOOTSTRAP_SERVERS"),
+    ({"CANDLESTACK_METRICS_PORT": "http"}, "CANDLESTACK_METRICS_PORT"),
+    ({"CANDLESTACK_PRODUCER_RECONNECT_MAX_S": "-1"}, "CANDLESTACK_PRODUCER_RECONNECT_MAX_S"),
+])
+def test_bad_producer_settings(environ: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        ProducerSettings.from_env(environ)
+    assert error.value.variable == variable
+
+
+def test_tcp_database_needs_a_password_but_a_socket_does_not() -> None:
+    with pytest.raises(SettingsError) as error:
+        ConsumerSettings.from_env({"CANDLESTACK_PG_HOST": "db.internal"})
+    assert error.value.variable == "CANDLESTACK_PG_PASSWORD"
+    assert ConsumerSettings.from_env({"CANDLESTACK_PG_HOST": "/run/postgresql"}).postgres.password is None
+
+
+@pytest.mark.parametrize(("environ", "variable"), [
+    ({"CANDLESTACK_INTERVALS": "1m,7m"}, "CANDLESTACK_INTERVALS"),
+    ({"CANDLESTACK_SPARK_MASTER": "yarn"}, "CANDLESTACK_SPARK_MASTER"),
+    ({"CANDLESTACK_SPARK_EXECUTOR_MEMORY": "lots"}, "CANDLESTACK_SPARK_EXECUTOR_MEMORY"),
+])
+def test_bad_aggregator_settings(environ: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        AggregatorSettings.from_env({"CANDLESTACK_PG_PASSWORD": "x", **environ})
+    assert error.value.variable == variable
+
+
+@pytest.mark.parametrize(("command", "environ", "variable"), [
+    (["producer"], {"CANDLESTACK_SYMBOLS": "btc/usdt"}, "CANDLESTACK_SYMBOLS"),
+    (["producer"], {"CANDLESTACK_BINANCE_WS_URL": "ftp://example"}, "CANDLESTACK_BINANCE_WS_URL"),
+    (["consumer"], {"CANDLESTACK_PG_HOST": "127.0.0.1"}, "CANDLESTACK_PG_PASSWORD"),
+    (["aggregator", "run"], {"CANDLESTACK_PG_HOST": "127.0.0.1"}, "CANDLESTACK_PG_PASSWORD"),
+])
+def test_components_refuse_to_start_with_a_clear_message(command: list[str], environ: dict[str, str],
+                                                         variable: str) -> None:
+    result = subprocess.run(candlestack_command(*command), env={"PATH": "/usr/bin:/bin", **environ},
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 78, result.stderr
+    assert f"configuration error: {variable}:" in result.stderr
+    assert "Traceback" not in result.stderr

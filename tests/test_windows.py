@@ -1,0 +1,62 @@
+"""Pure pieces: window arithmetic, id tracking, backoff, batch sorting."""
+
+from __future__ import annotations
+
+import random
+
+from aggregator.sink import Region, regions
+from aggregator.windows import Span, chunks, covering_step, floor_to, merge_windows
+from candlestack.backoff import Backoff
+from consumer.batch import Record, build_batch
+from producer.gaps import IdTracker, Missing
+
+
+def test_windows_align_to_the_epoch_like_binance() -> None:
+    assert floor_to(1570752011620, 60_000) == 1570752000000
+    assert floor_to(1570752011620, 300_000) == 1570752000000
+    assert covering_step(["1m", "5m", "15m"]) == 900_000
+
+
+def test_touched_windows_merge_into_contiguous_spans() -> None:
+    assert merge_windows("X", [600, 0, 300, 300, 1500], 300) == [Span("X", 0, 900), Span("X", 1500, 1800)]
+
+
+def test_chunks_cover_the_range_aligned() -> None:
+    pieces = list(chunks(1_000, 3_500_000, 1_000_000, 300_000))
+    assert pieces[0][0] == 0 and pieces[-1][1] == 3_600_000
+    assert all(b - a <= 900_000 and a % 300_000 == 0 for a, b in pieces)
+    assert all(pieces[i][1] == pieces[i + 1][0] for i in range(len(pieces) - 1))
+
+
+def test_id_tracker_finds_exact_gaps_and_repeats() -> None:
+    ids = IdTracker()
+    assert ids.missing_before("X", 10) is None
+    ids.advance("X", 10)
+    assert ids.missing_before("X", 11) is None
+    assert ids.missing_before("X", 15) == Missing("X", 11, 14)
+    assert not ids.is_new("X", 10) and ids.is_new("X", 11)
+    ids.advance("X", 9)
+    assert ids.last_ids["X"] == 10
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    backoff = Backoff(0.5, 4.0, rng=random.Random(1))
+    delays = [backoff.next_delay() for _ in range(10)]
+    assert all(0 < d <= 4.0 for d in delays) and delays[-1] >= 2.0
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5
+
+
+def test_batch_sorts_messages_and_tracks_next_offsets() -> None:
+    good = (b'{"v":1,"kind":"trade","symbol":"XRPETH","stream":"trade","trade_id":1,"price":"1.5","qty":"2",'
+            b'"trade_time":1570752011620,"event_time":1570752011620,"buyer_is_maker":true,"ingest_time":1570752011620}')
+    batch = build_batch([Record("t", 0, 5, b"XRPETH", good), Record("t", 0, 6, None, b"{"),
+                         Record("t", 1, 3, b"XRPETH", good)])
+    assert len(batch.trades) == 2 and len(batch.dead_letters) == 1
+    assert batch.dead_letters[0].field == "value"
+    assert batch.next_offsets == {("t", 0): 7, ("t", 1): 4}
+
+
+def test_filler_regions_span_each_symbol_and_timeframe() -> None:
+    rows = [("X", "1m", 120_000, 60_000), ("X", "1m", 0, 60_000), ("Y", "5m", 300_000, 300_000)]
+    assert regions(rows) == [Region("X", "1m", 60_000, 0, 120_000), Region("Y", "5m", 300_000, 300_000, 300_000)]
