@@ -1,0 +1,67 @@
+"""The operator commands as systemd runs them: subprocesses with settings in the environment."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import psycopg2.extensions
+import pytest
+
+from pipeline import candles, insert_trades, scalar
+from reference import agg_trades, candles_from_trades
+from services import Postgres, candlestack_command, start_component, wait_for
+
+
+def run(pg: Postgres, database: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(candlestack_command(*args), env={"PATH": "/usr/bin:/bin", **pg.env(database)},
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_migrate_reports_what_it_applied_and_is_silent_when_current(pg: Postgres) -> None:
+    pg.create_database("cli_migrate")
+    first = run(pg, "cli_migrate", "db", "migrate")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == ["applied 0001_init.sql"]
+    again = run(pg, "cli_migrate", "db", "migrate")
+    assert (again.returncode, again.stdout) == (0, "")
+
+
+@pytest.mark.slow
+def test_aggregator_run_in_local_mode_then_status_and_retention(
+    pg: Postgres, database: str, conn: psycopg2.extensions.connection, logdir: Path,
+) -> None:
+    trades = agg_trades()[:3000]
+    insert_trades(conn, trades)
+    env = {**pg.env(database), "CANDLESTACK_SPARK_MASTER": "local[2]", "CANDLESTACK_AGGREGATOR_TICK_S": "0.5"}
+    aggregator = start_component("aggregator", ["aggregator", "run"], env, logdir)
+    expected = candles_from_trades(trades, 60_000)
+    try:
+        wait_for(lambda: candles(conn, "1m") == expected, timeout=180, what="first candles from aggregator run")
+        # A trade arriving while it runs is picked up by the next tick.
+        late = agg_trades()[3000:3001]
+        insert_trades(conn, late)
+        wait_for(lambda: candles(conn, "1m") == candles_from_trades(trades + late, 60_000), timeout=60,
+                 what="the next tick")
+    finally:
+        assert aggregator.stop() == 0, aggregator.log()
+    assert "aggregator running" in aggregator.log() and "stopping" in aggregator.log()
+    assert scalar(conn, "SELECT ticks FROM aggregator_state WHERE name = 'run'") >= 2  # type: ignore[operator]
+
+    with conn.cursor() as cur:
+        cur.execute("UPDATE symbol_state SET last_trade_time = %s, last_trade_id = %s", (
+            "2019-10-11T00:00:00Z", late[0].agg_id))
+    status = run(pg, database, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert [row["symbol"] for row in report["symbols"]] == ["XRPETH"]
+    assert report["dead_letters"]["count"] == 0 and report["aggregators"][0]["name"] == "run"
+    table = run(pg, database, "status")
+    assert "XRPETH" in table.stdout and "dead letters: 0" in table.stdout
+
+    retention = run(pg, database, "db", "retention", "--keep-days", "1")
+    assert retention.returncode == 0, retention.stderr
+    assert "dropped trades_20191011" in retention.stdout.splitlines()
+    assert scalar(conn, "SELECT count(*) FROM trades") == 0
+    assert scalar(conn, "SELECT count(*) FROM candles") > 0  # candles outlive the raw trades
