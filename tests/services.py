@@ -168,8 +168,8 @@ class Broker:
 
 
 @contextlib.contextmanager
-def tansu_broker() -> Iterator[Broker]:
-    port = free_port()
+def tansu_broker(port: int | None = None) -> Iterator[Broker]:
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     proc = subprocess.Popen([str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
                              "--storage-engine", "memory://tansu/"],

@@ -21,8 +21,10 @@ from services import (
     Component,
     Postgres,
     Replay,
+    free_port,
     start_component,
     start_replay,
+    tansu_broker,
     wait_for,
 )
 
@@ -172,3 +174,32 @@ class _Reconnecting:
             self._conn = self._pg.connect(self._database)
             self._conn.autocommit = True
             return self._conn.cursor()
+
+
+def test_producer_holds_trades_while_the_broker_is_down(
+    pg: Postgres, database: str, conn: psycopg2.extensions.connection, logdir: Path,
+) -> None:
+    port = free_port()
+    env = {**pg.env(database), "CANDLESTACK_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+           "CANDLESTACK_KAFKA_TOPIC": "trades.broker_down", "CANDLESTACK_KAFKA_GROUP_ID": "broker-down",
+           "CANDLESTACK_PRODUCER_BUFFER_MAX_MESSAGES": "2000"}
+    replay = start_replay(["--csv", str(AGG_TRADES_CSV), "--rate", "4000"], logdir)
+    producer = start_component("producer", ["producer"], producer_env(env, replay), logdir)
+    try:
+        # The whole file goes out while no broker exists: the producer must hold, not drop.
+        wait_for(lambda: replay.status()["done"], timeout=60, what="replay to finish")
+        wait_for(lambda: "local Kafka queue full" in producer.log(), timeout=30, what="backpressure")
+        assert producer.proc.poll() is None
+        with tansu_broker(port) as broker:
+            broker.create_topic("trades.broker_down")
+            consumer = start_component("consumer", ["consumer"], env, logdir)
+            try:
+                wait_for(lambda: scalar(conn, "SELECT count(*) FROM trades") == len(CSV_IDS), timeout=120,
+                         what="everything held back to arrive")
+            finally:
+                assert consumer.stop() == 0, consumer.log()
+            assert producer.stop() == 0, producer.log()
+    finally:
+        producer.stop()
+        replay.component.stop()
+    assert stored_ids(conn) == CSV_IDS

@@ -1,0 +1,538 @@
+"""The Superset assets bundle (superset/assets) on a real Superset, imported by the role's script.
+
+Real services, no mocks: a throwaway PostgreSQL 15 cluster holds Superset's metadata database
+and a candlestack database migrated with `candlestack db migrate`; Superset 6.1 runs from a
+virtualenv built from roles/superset/files/{requirements,constraints}.txt (cached in
+/var/cache/candlestack, keyed by both files' hash); the bundle is imported twice with
+roles/superset/files/superset_import_assets.py; gunicorn serves the chart data API.
+
+Environment:
+    CANDLESTACK_BIN            the candlestack executable (default: `candlestack` on PATH)
+    CANDLESTACK_SUPERSET_CACHE where the Superset venv is cached (/var/cache/candlestack)
+    PG_BIN                     PostgreSQL binaries (/usr/lib/postgresql/15/bin)
+    CANDLESTACK_SCREENSHOT_DIR where to write the dashboards' screenshots when Chromium and
+                               playwright-core are present (default /tmp)
+    CANDLESTACK_NODE_MODULES   node_modules holding playwright-core
+                               (default /var/cache/candlestack/node/node_modules)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.superset
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLE = ROOT / "roles/superset"
+ASSETS = ROOT / "superset/assets"
+IMPORT_SCRIPT = ROLE / "files/superset_import_assets.py"
+HERE = Path(__file__).resolve().parent
+
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+CACHE = Path(os.environ.get("CANDLESTACK_SUPERSET_CACHE", "/var/cache/candlestack"))
+SYSTEM_PYTHON = "/usr/bin/python3"
+ADMIN = ("admin", "test-admin-password")
+SECRET_KEY = "test-secret-key-not-for-production-0123456789abcdef"
+PASSWORDS = {"superset": "meta-pw", "candlestack_owner": "owner-pw",
+             "candlestack_superset": "read-pw"}
+
+# Plot area of the candlestick geometry (see datasets/candlestack/candlestick_svg.yaml).
+PRICE_TOP, PRICE_BOTTOM, VOLUME_TOP, VOLUME_BOTTOM, PLOT_LEFT, PLOT_RIGHT = 30, 300, 320, 395, 10, 870
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run(cmd: list[str], *, env: dict[str, str] | None = None, input: str | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, env=env, input=input, text=True, capture_output=True,
+                          timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{cmd[:4]} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
+            f"stderr:\n{proc.stderr[-5000:]}")
+    return proc
+
+
+# --- Superset virtualenv ------------------------------------------------------------------
+
+def superset_venv() -> Path:
+    """The cached Superset venv for the role's requirements + constraints (built if missing)."""
+    requirements = ROLE / "files/requirements.txt"
+    constraints = ROLE / "files/constraints.txt"
+    key = hashlib.sha256(requirements.read_bytes() + constraints.read_bytes()).hexdigest()[:12]
+    venv = CACHE / f"superset-venv-{key}"
+    if (venv / ".complete").exists():
+        return venv
+    CACHE.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(venv, ignore_errors=True)
+    run([SYSTEM_PYTHON, "-m", "venv", str(venv)])
+    run([str(venv / "bin/pip"), "install", "--quiet", "--disable-pip-version-check",
+         "-r", str(requirements), "-c", str(constraints)], timeout=1200)
+    (venv / ".complete").write_text(key + "\n")
+    return venv
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------
+
+@dataclass
+class Postgres:
+    data: Path
+    socket_dir: Path
+    port: int
+
+    def psql(self, sql: str, *, database: str = "postgres") -> str:
+        proc = run(["runuser", "-u", "postgres", "--", str(PG_BIN / "psql"), "-X", "-q", "-A",
+                    "-t", "-v", "ON_ERROR_STOP=1", "-h", str(self.socket_dir), "-p",
+                    str(self.port), "-d", database], input=sql)
+        return proc.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="candlestack-superset-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres(workdir: Path) -> Iterator[Postgres]:
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip(f"PostgreSQL binaries not found in {PG_BIN}")
+    pg_dir = workdir / "pg"
+    pg_dir.mkdir()
+    shutil.chown(pg_dir, "postgres", "postgres")
+    pg = Postgres(data=pg_dir / "data", socket_dir=pg_dir, port=free_port())
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    run([*as_pg, str(PG_BIN / "initdb"), "-D", str(pg.data), "-U", "postgres", "-E", "UTF8",
+         "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256"])
+    run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(pg.data), "-l", str(pg_dir / "log"), "-w",
+         "-o", f"-p {pg.port} -k {pg.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+               "-c synchronous_commit=off -c TimeZone=UTC", "start"])
+    try:
+        yield pg
+    finally:
+        subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(pg.data), "-m", "immediate",
+                        "-w", "stop"], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def databases(postgres: Postgres) -> Postgres:
+    """What the postgresql role sets up: databases, group roles, login users."""
+    postgres.psql(f"""
+        CREATE ROLE superset LOGIN PASSWORD '{PASSWORDS["superset"]}';
+        CREATE DATABASE superset OWNER superset;
+        CREATE ROLE candlestack_owner LOGIN PASSWORD '{PASSWORDS["candlestack_owner"]}';
+        CREATE DATABASE candlestack OWNER candlestack_owner;
+        CREATE ROLE candlestack_ingest NOLOGIN;
+        CREATE ROLE candlestack_aggregate NOLOGIN;
+        CREATE ROLE candlestack_read NOLOGIN;
+        CREATE ROLE candlestack_superset LOGIN PASSWORD '{PASSWORDS["candlestack_superset"]}'
+            IN ROLE candlestack_read;
+    """)
+    candlestack = os.environ.get("CANDLESTACK_BIN") or shutil.which("candlestack")
+    if not candlestack:
+        pytest.skip("no candlestack executable (set CANDLESTACK_BIN)")
+    env = {**os.environ, "CANDLESTACK_PG_HOST": "127.0.0.1",
+           "CANDLESTACK_PG_PORT": str(postgres.port), "CANDLESTACK_PG_DATABASE": "candlestack",
+           "CANDLESTACK_PG_USER": "candlestack_owner",
+           "CANDLESTACK_PG_PASSWORD": PASSWORDS["candlestack_owner"],
+           "CANDLESTACK_PG_SSLMODE": "disable"}
+    run([candlestack, "db", "migrate"], env=env)
+    return postgres
+
+
+@dataclass
+class Candle:
+    symbol: str
+    timeframe: str
+    open_time: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trade_count: int
+
+
+def make_candles(symbol: str, start_price: float, count: int, seed: int,
+                 end: datetime) -> list[Candle]:
+    """A 1m random walk ending at `end`, with one zero-volume filler candle."""
+    rng = random.Random(seed)
+    candles: list[Candle] = []
+    price = start_price
+    first = end - timedelta(minutes=count)
+    for i in range(count):
+        if i == count // 2:  # Binance's filler: no trade, everything = previous close
+            candles.append(Candle(symbol, "1m", first + timedelta(minutes=i), price, price,
+                                  price, price, 0.0, 0))
+            continue
+        open_ = price
+        close = max(open_ * (1 + rng.gauss(0, 0.002)), start_price * 0.5)
+        high = max(open_, close) * (1 + abs(rng.gauss(0, 0.001)))
+        low = min(open_, close) * (1 - abs(rng.gauss(0, 0.001)))
+        candles.append(Candle(symbol, "1m", first + timedelta(minutes=i), round(open_, 2),
+                              round(high, 2), round(low, 2), round(close, 2),
+                              round(rng.uniform(0.5, 20), 4), rng.randint(5, 200)))
+        price = round(close, 2)
+    return candles
+
+
+@pytest.fixture(scope="module")
+def market_data(databases: Postgres) -> dict[str, list[Candle]]:
+    """A few trades, candles, symbol states, dead letters and one gap, as the pipeline writes."""
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    series = {"BTCUSDT": make_candles("BTCUSDT", 91000.0, 90, 1, end),
+              "ETHUSDT": make_candles("ETHUSDT", 3100.0, 40, 2, end)}
+    rows = []
+    for candles in series.values():
+        for c in candles:
+            rows.append(f"('{c.symbol}', '{c.timeframe}', '{c.open_time.isoformat()}', "
+                        f"'{(c.open_time + timedelta(minutes=1)).isoformat()}', {c.open}, "
+                        f"{c.high}, {c.low}, {c.close}, {c.volume}, {c.volume * c.close:.4f}, "
+                        f"{c.trade_count})")
+    databases.psql(f"""
+        INSERT INTO candles (symbol, timeframe, open_time, close_time, open, high, low, close,
+                             volume, quote_volume, trade_count)
+        VALUES {", ".join(rows)};
+        -- 5m candles rolled up from the 1m ones (only to offer a second timeframe).
+        INSERT INTO candles (symbol, timeframe, open_time, close_time, open, high, low, close,
+                             volume, quote_volume, trade_count)
+        SELECT symbol, '5m', w, w + interval '5 minutes',
+               (array_agg(open ORDER BY open_time))[1], max(high), min(low),
+               (array_agg(close ORDER BY open_time DESC))[1], sum(volume), sum(quote_volume),
+               sum(trade_count)
+        FROM (SELECT *, date_bin('5 minutes', open_time, '2000-01-01') AS w
+              FROM candles WHERE timeframe = '1m') m
+        GROUP BY symbol, w;
+        SELECT ensure_trade_partitions(current_date - 1, current_date + 1);
+        INSERT INTO trades (symbol, trade_id, stream, price, qty, trade_time, event_time,
+                            buyer_is_maker, ingest_time, stored_at)
+        SELECT s.symbol, g, 'trade', s.price + (g % 7), 0.01 * (1 + g % 5),
+               now() - (300 - g) * interval '10 seconds',
+               now() - (300 - g) * interval '10 seconds',
+               g % 2 = 0,
+               now() - (300 - g) * interval '10 seconds' + interval '40 milliseconds',
+               now() - (300 - g) * interval '10 seconds' + (50 + g % 90) * interval '1 millisecond'
+        FROM (VALUES ('BTCUSDT', 91000), ('ETHUSDT', 3100)) AS s(symbol, price),
+             generate_series(1, 300) AS g;
+        INSERT INTO symbol_state (symbol, last_trade_id, last_price, last_trade_time,
+                                  last_stored_at, trades_stored)
+        SELECT DISTINCT ON (symbol) symbol, trade_id, price, trade_time, stored_at, 300
+        FROM trades ORDER BY symbol, trade_id DESC;
+        INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, payload, field, reason)
+        VALUES ('candlestack.trades', 0, 17, 'not json', NULL, 'invalid JSON'),
+               ('candlestack.trades', 2, 99, '{{"p":"-1"}}', 'price', 'price must be > 0');
+        INSERT INTO ingest_gaps (symbol, stream, from_id, to_id, reason, detected_at)
+        VALUES ('BTCUSDT', 'trade', 1001, 1020, 'REST gap fill exceeded 100000 trades', now());
+    """, database="candlestack")
+    return series
+
+
+# --- Superset -----------------------------------------------------------------------------
+
+@dataclass
+class Superset:
+    venv: Path
+    env: dict[str, str]
+    url: str
+    metadata: Postgres
+    import_runs: list[dict[str, Any]]
+    import_seconds: list[float]
+
+    def import_bundle(self, marker: Path) -> dict[str, Any]:
+        params = {
+            "substitutions": {"__CANDLESTACK_SQLALCHEMY_URI__": (
+                f"postgresql+psycopg2://candlestack_superset:XXXXXXXXXX@127.0.0.1:"
+                f"{self.metadata.port}/candlestack?sslmode=disable")},
+            "passwords": {"databases/candlestack.yaml": PASSWORDS["candlestack_superset"]},
+        }
+        start = time.monotonic()
+        proc = run([str(self.venv / "bin/python"), str(IMPORT_SCRIPT), "--bundle-dir",
+                    str(ASSETS), "--username", ADMIN[0], "--marker", str(marker),
+                    "--zip-out", str(marker.with_suffix(".zip"))],
+                   env=self.env, input=json.dumps(params))
+        self.import_seconds.append(time.monotonic() - start)
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        self.import_runs.append(result)
+        return result
+
+    def counts(self) -> dict[str, int]:
+        out = self.metadata.psql(
+            "SELECT (SELECT count(*) FROM dbs), (SELECT count(*) FROM tables), "
+            "(SELECT count(*) FROM slices), (SELECT count(*) FROM dashboards), "
+            "(SELECT count(*) FROM dashboard_slices), (SELECT count(*) FROM table_columns), "
+            "(SELECT count(*) FROM sql_metrics)", database="superset")
+        keys = ["dbs", "tables", "slices", "dashboards", "dashboard_slices", "columns", "metrics"]
+        return dict(zip(keys, (int(v) for v in out.split("|")), strict=True))
+
+    def request(self, method: str, path: str, *, token: str | None = None,
+                body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"{method} {path}: {exc.code} {exc.read()[:2000]!r}") from exc
+
+
+@pytest.fixture(scope="module")
+def superset(workdir: Path, market_data: dict[str, list[Candle]],
+             databases: Postgres) -> Iterator[Superset]:
+    venv = superset_venv()
+    home = workdir / "superset_home"
+    home.mkdir()
+    config = workdir / "superset_config.py"
+    overrides = {
+        "superset_secret_key": SECRET_KEY,
+        "superset_metadata_db_host": "127.0.0.1",
+        "superset_metadata_db_port": databases.port,
+        "superset_metadata_db_password": PASSWORDS["superset"],
+        "superset_behind_proxy": False,
+    }
+    run([str(venv / "bin/python"), str(HERE / "render_config.py"), str(ROLE), str(config)],
+        input=json.dumps(overrides))
+    env = {**os.environ, "SUPERSET_CONFIG_PATH": str(config), "SUPERSET_HOME": str(home),
+           "PYTHONPATH": "", "FLASK_APP": "superset.app:create_app()"}
+    superset_cli = str(venv / "bin/superset")
+    timings: dict[str, float] = {}
+    # `db upgrade` + `init` take 1-2 minutes; their result depends only on the venv, so it is
+    # cached as a dump next to the venv (CANDLESTACK_SUPERSET_FRESH=1 forces the full path).
+    snapshot = venv / "metadata-after-init.sql"
+    start = time.monotonic()
+    if snapshot.exists() and not os.environ.get("CANDLESTACK_SUPERSET_FRESH"):
+        databases.psql(snapshot.read_text(), database="superset")
+        timings["restore metadata snapshot"] = time.monotonic() - start
+    else:
+        run([superset_cli, "db", "upgrade"], env=env, timeout=600)
+        timings["db upgrade"] = time.monotonic() - start
+        start = time.monotonic()
+        run([superset_cli, "init"], env=env, timeout=600)
+        timings["init"] = time.monotonic() - start
+        dump = run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_dump"), "--no-owner",
+                    "--no-privileges", "-h", str(databases.socket_dir), "-p",
+                    str(databases.port), "superset"])
+        snapshot.write_text("SET ROLE superset;\n" + dump.stdout)
+    create_admin = [superset_cli, "fab", "create-admin", "--username", ADMIN[0], "--firstname",
+                    "Superset", "--lastname", "Admin", "--email", "admin@candlestack.invalid",
+                    "--password", ADMIN[1]]
+    run(create_admin, env=env)
+    again = run(create_admin, env=env)
+    assert "already exists" in again.stdout + again.stderr
+
+    port = free_port()
+    log = (workdir / "gunicorn.log").open("w")
+    server = subprocess.Popen(
+        [str(venv / "bin/gunicorn"), "-w", "1", "-k", "gthread", "--threads", "4", "-b",
+         f"127.0.0.1:{port}", "--timeout", "120", "superset.app:create_app()"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    app = Superset(venv=venv, env=env, url=f"http://127.0.0.1:{port}", metadata=databases,
+                   import_runs=[], import_seconds=[])
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(app.url + "/health", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("gunicorn did not answer /health:\n"
+                                     + (workdir / "gunicorn.log").read_text()[-5000:])
+            time.sleep(1)
+        print(f"\nsuperset timings: {timings}", file=sys.stderr)
+        yield app
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def imported(superset: Superset, workdir: Path) -> Superset:
+    marker = workdir / "assets.sha256"
+    first = superset.import_bundle(marker)
+    assert first["changed"] is True
+    superset.first_counts = superset.counts()  # type: ignore[attr-defined]
+    second = superset.import_bundle(marker)
+    assert second["changed"] is False, "same bundle imported twice must report no change"
+    assert second["checksum"] == first["checksum"]
+    return superset
+
+
+@pytest.fixture(scope="module")
+def token(imported: Superset) -> str:
+    body = {"username": ADMIN[0], "password": ADMIN[1], "provider": "db", "refresh": False}
+    return str(imported.request("POST", "/api/v1/security/login", body=body)["access_token"])
+
+
+def bundle_uuids() -> dict[str, set[str]]:
+    """Top-level `uuid:` of every YAML file in the bundle, per kind."""
+    found: dict[str, set[str]] = {}
+    for kind in ("databases", "datasets", "charts", "dashboards"):
+        for path in (ASSETS / kind).rglob("*.yaml"):
+            match = re.search(r"^uuid: ([0-9a-f-]{36})$", path.read_text(), re.MULTILINE)
+            assert match, f"{path} has no top-level uuid"
+            found.setdefault(kind, set()).add(match.group(1))
+    return found
+
+
+def chart_ids(superset: Superset) -> dict[str, tuple[int, str]]:
+    out = superset.metadata.psql("SELECT uuid, id, slice_name FROM slices", database="superset")
+    ids = {}
+    for line in out.splitlines():
+        uuid, id_, name = line.split("|", 2)
+        ids[uuid] = (int(id_), name)
+    return ids
+
+
+# --- Tests ----------------------------------------------------------------------------------
+
+def test_objects_exist_with_the_bundle_uuids(imported: Superset) -> None:
+    tables = {"databases": "dbs", "datasets": "tables", "charts": "slices",
+              "dashboards": "dashboards"}
+    for kind, uuids in bundle_uuids().items():
+        out = imported.metadata.psql(f"SELECT uuid FROM {tables[kind]}", database="superset")
+        assert uuids <= set(out.split()), f"{kind}: missing {uuids - set(out.split())}"
+    titles = imported.metadata.psql("SELECT dashboard_title FROM dashboards ORDER BY 1",
+                                    database="superset").splitlines()
+    assert titles == ["Markets", "Pipeline health"]
+
+
+def test_second_import_changes_no_counts(imported: Superset) -> None:
+    first = imported.first_counts  # type: ignore[attr-defined]
+    assert imported.counts() == first
+    uuids = bundle_uuids()
+    assert first["dbs"] == len(uuids["databases"])
+    assert first["tables"] == len(uuids["datasets"])
+    assert first["slices"] == len(uuids["charts"])
+    assert first["dashboards"] == len(uuids["dashboards"])
+    assert first["dashboard_slices"] == len(uuids["charts"])
+
+
+def test_database_password_is_not_in_the_bundle_and_the_zip_is_reproducible(
+        imported: Superset, workdir: Path) -> None:
+    for path in ASSETS.rglob("*.yaml"):
+        assert PASSWORDS["candlestack_superset"] not in path.read_text()
+    zip_bytes = (workdir / "assets.zip").read_bytes()
+    assert PASSWORDS["candlestack_superset"].encode() not in zip_bytes
+    assert imported.import_runs[0]["checksum"] == imported.import_runs[1]["checksum"]
+
+
+def test_every_chart_returns_rows(imported: Superset, token: str) -> None:
+    ids = chart_ids(imported)
+    for uuid in bundle_uuids()["charts"]:
+        chart_id, name = ids[uuid]
+        payload = imported.request("GET", f"/api/v1/chart/{chart_id}/data/", token=token)
+        for result in payload["result"]:
+            assert not result.get("error"), f"{name}: {result.get('error')}"
+            assert result["status"] == "success", f"{name}: {result['status']}"
+            assert result["rowcount"] > 0 and result["data"], f"{name} returned no rows"
+
+
+def candlestick_rows(imported: Superset, token: str, extra_filters: list[dict[str, Any]]
+                     ) -> list[dict[str, Any]]:
+    """The candlestick chart's data, as the dashboard asks for it with its native filters."""
+    ids = chart_ids(imported)
+    chart_id = next(i for i, name in ids.values() if name == "Candlestick")
+    chart = imported.request("GET", f"/api/v1/chart/{chart_id}", token=token)["result"]
+    query_context = json.loads(chart["query_context"])
+    for query in query_context["queries"]:
+        query["filters"] = [*query.get("filters", []), *extra_filters]
+    query_context["form_data"]["extra_form_data"] = {"filters": extra_filters}
+    payload = imported.request("POST", "/api/v1/chart/data", token=token, body=query_context)
+    result = payload["result"][0]
+    assert not result.get("error"), result.get("error")
+    return list(result["data"])
+
+
+@pytest.mark.parametrize(("symbol", "timeframe"), [("BTCUSDT", "1m"), ("ETHUSDT", "1m"),
+                                                     ("BTCUSDT", "5m")])
+def test_candlestick_geometry_is_sensible(imported: Superset, token: str,
+                                          market_data: dict[str, list[Candle]],
+                                          symbol: str, timeframe: str) -> None:
+    filters = [{"col": "symbol", "op": "IN", "val": [symbol]},
+               {"col": "timeframe", "op": "IN", "val": [timeframe]}]
+    rows = candlestick_rows(imported, token, filters)
+    assert {r["symbol"] for r in rows} == {symbol}, "the native filter must pick the series"
+    assert {r["timeframe"] for r in rows} == {timeframe}
+    candles = [r for r in rows if r["is_candle"]]
+    source = market_data[symbol]
+    expected = min(60, len(source) if timeframe == "1m" else len({
+        c.open_time.replace(minute=c.open_time.minute - c.open_time.minute % 5) for c in source}))
+    assert len(candles) == expected
+    assert sum(1 for r in rows if r["is_grid"]) == 5
+    assert sum(1 for r in rows if r["is_title"]) == 1
+    assert any(r["is_xlabel"] for r in rows)
+    xs = []
+    for r in candles:
+        assert r["body_h"] >= 1
+        assert r["body_w"] >= 1
+        assert PRICE_TOP - 0.01 <= r["y1"] <= r["y2"] <= PRICE_BOTTOM + 0.01, r  # wick in plot
+        assert r["y1"] - 0.01 <= r["body_y"], r  # body starts below the high
+        assert r["body_y"] + r["body_h"] <= r["y2"] + 1.01, r  # and ends at the low (+1 px min)
+        assert r["body_x"] >= PLOT_LEFT and r["body_x"] + r["body_w"] <= PLOT_RIGHT + 0.01
+        assert r["vol_y"] >= VOLUME_TOP and r["vol_y"] + r["vol_h"] <= VOLUME_BOTTOM + 0.01
+        assert r["color"] in {"#26a69a", "#ef5350", "#9e9e9e"}
+        xs.append(r["x1"])
+    assert xs == sorted(xs) and len(set(xs)) == len(xs), "candles left to right, no overlap"
+    assert min(r["y1"] for r in candles) == pytest.approx(PRICE_TOP, abs=0.01)
+    assert max(r["y2"] for r in candles) == pytest.approx(PRICE_BOTTOM, abs=0.01)
+    if timeframe == "1m":
+        assert any(r["color"] == "#9e9e9e" for r in candles), "filler candle drawn grey"
+
+
+def test_dashboard_screenshots(imported: Superset, token: str) -> None:
+    """Screenshots both dashboards with headless Chromium, when it is installed.
+
+    The PNGs are for a human to look at; here only what the pages drew is checked: the
+    candlestick's SVG on Markets, and no Content-Security-Policy error on either.
+    """
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    node_modules = Path(os.environ.get("CANDLESTACK_NODE_MODULES",
+                                       CACHE / "node/node_modules"))
+    if not chromium or not shutil.which("node") or not (node_modules / "playwright-core").exists():
+        pytest.skip("chromium, node or playwright-core missing")
+    out_dir = Path(os.environ.get("CANDLESTACK_SCREENSHOT_DIR", "/tmp"))
+    for slug in ("candlestack-markets", "candlestack-pipeline-health"):
+        out = out_dir / f"{slug}.png"
+        env = {**os.environ, "NODE_PATH": str(node_modules), "CHROMIUM": chromium,
+               "SUPERSET_URL": imported.url, "SUPERSET_USER": ADMIN[0],
+               "SUPERSET_PASSWORD": ADMIN[1], "OUT": str(out), "DASHBOARD": slug}
+        proc = run(["node", str(HERE / "screenshot.cjs")], env=env, timeout=180)
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"\n{slug}: {out} {report}", file=sys.stderr)
+        assert out.exists() and out.stat().st_size > 10_000
+        assert not report["errors"], report
+        if slug == "candlestack-markets":
+            assert report["svg_rects"] >= 60, report  # candle bodies and volume bars drawn
