@@ -29,6 +29,8 @@ SELECT symbol, timeframe,
        trim_scale(open), trim_scale(high), trim_scale(low), trim_scale(close),
        trim_scale(volume), trim_scale(quote_volume), trade_count, first_trade_id, last_trade_id
 FROM candles_stage
+-- Key order, so that two writers (run and a reconcile timer) lock rows in the same order.
+ORDER BY symbol, timeframe, open_ms
 ON CONFLICT (symbol, timeframe, open_time) DO UPDATE SET
     open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
     volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume, trade_count = EXCLUDED.trade_count,
