@@ -1,0 +1,1 @@
+"""Benchmarks of the candlestack pipeline: ``python -m bench`` (see bench/README.md)."""

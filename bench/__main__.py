@@ -1,0 +1,116 @@
+"""``python -m bench [--only ingest,latency,freshness,backfill] [--quick]``: run the benchmarks.
+
+Starts one PostgreSQL cluster and one Tansu broker for the whole run (and a Spark standalone
+cluster when the backfill benchmark is selected) through tests/services.py, runs each selected
+benchmark, prints its table, and writes bench/results/latest.json and latest.md. Peak memory of
+every component is sampled throughout and reported last (the ``rss`` table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.common import Context
+from bench.report import Report, Row, table, write
+from bench.rss import RssTracker
+from services import postgres_cluster, spark_standalone, tansu_broker
+
+BENCHMARKS = ("ingest", "latency", "freshness", "backfill")
+
+
+def _runner(name: str) -> Callable[[Context, Report], None]:
+    # Imported lazily: the backfill module loads pyspark.
+    if name == "ingest":
+        from bench import ingest  # noqa: PLC0415
+
+        return ingest.run
+    if name == "latency":
+        from bench import latency  # noqa: PLC0415
+
+        return latency.run
+    if name == "freshness":
+        from bench import freshness  # noqa: PLC0415
+
+        return freshness.run
+    from bench import backfill  # noqa: PLC0415
+
+    return backfill.run
+
+
+def rss_rows(ctx: Context, report: Report) -> None:
+    for name, peak in sorted(ctx.rss.peaks.items()):
+        report.add(Row("rss", f"peak RSS {name}", peak.tree_rss_mib, "MiB", note=(
+            f"process tree ({peak.processes} procs) sampled every 200 ms; own VmHWM {peak.hwm_mib:.0f} MiB")))
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(BENCHMARKS),
+                        help=f"comma-separated subset of {','.join(BENCHMARKS)} (default: all; rss is always reported)")
+    parser.add_argument("--quick", action="store_true", help="small sizes and short runs (about 3-4 minutes)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile our consumer with py-spy in an extra ingest run (about +30 s)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (component logs)")
+    args = parser.parse_args(argv)
+    args.selected = [name.strip() for name in args.only.split(",") if name.strip() and name.strip() != "rss"]
+    unknown = [name for name in args.selected if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    report = Report(quick=args.quick)
+    workdir = Path(tempfile.mkdtemp(prefix="candlestack-bench-"))
+    rss = RssTracker()
+    rss.start()
+    print(f"bench: {'quick' if args.quick else 'full'} run of {', '.join(args.selected)}; work dir {workdir}",
+          flush=True)
+    try:
+        with contextlib.ExitStack() as stack:
+            pg = stack.enter_context(postgres_cluster())
+            broker = stack.enter_context(tansu_broker())
+            ctx = Context(pg=pg, broker=broker, workdir=workdir, rss=rss, quick=args.quick,
+                          profile=args.profile)
+            for name in args.selected:
+                if name == "backfill" and ctx.spark is None:
+                    spark_dir = workdir / "spark"
+                    spark_dir.mkdir()
+                    ctx.spark = stack.enter_context(spark_standalone(spark_dir, cores=2, memory="1g"))
+                began = time.monotonic()
+                print(f"\n== {name} ==", flush=True)
+                try:
+                    _runner(name)(ctx, report)
+                except Exception as exc:
+                    report.errors[name] = f"{type(exc).__name__}: {exc}"
+                    traceback.print_exc()
+                report.details.setdefault("seconds", {})[name] = round(time.monotonic() - began, 1)
+                rows = [row for row in report.rows if row.benchmark == name]
+                if rows:
+                    print(table(rows), flush=True)
+                print(f"({name}: {time.monotonic() - began:.0f} s)", flush=True)
+                write(report)
+    finally:
+        rss.stop()
+        rss_rows(ctx, report) if "ctx" in locals() else None
+        paths = write(report)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print("\n== rss ==")
+    print(table([row for row in report.rows if row.benchmark == "rss"]))
+    print(f"\nwrote {paths[0]} and {paths[1]} ({time.time() - report.started:.0f} s)")
+    return 1 if report.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
