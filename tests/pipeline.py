@@ -80,3 +80,11 @@ def insert_trades(conn: psycopg2.extensions.connection, trades: Iterable[AggTrad
                      "timestamptz 'epoch' + %s * interval '1 millisecond', %s, now())",
             page_size=5000)
         cur.execute("INSERT INTO symbol_state VALUES (%s, 0, 1, now(), now(), 0) ON CONFLICT DO NOTHING", (symbol,))
+
+
+def stored_quote_volumes(conn: psycopg2.extensions.connection, timeframe: str,
+                         symbol: str = "XRPETH") -> dict[int, Decimal]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT (extract(epoch FROM open_time) * 1000)::bigint, quote_volume FROM candles "
+                    "WHERE symbol = %s AND timeframe = %s AND trade_count > 0", (symbol, timeframe))
+        return dict(cur.fetchall())

@@ -54,3 +54,11 @@ def candles_from_trades(trades: list[AggTrade], step_ms: int) -> dict[int, Candl
         else:
             result[start] = (previous_close,) * 4 + (Decimal(0),)  # type: ignore[assignment]
     return result
+
+
+def quote_volumes(trades: list[AggTrade], step_ms: int) -> dict[int, Decimal]:
+    """Sum of price * qty per window with trades, exact."""
+    result: dict[int, Decimal] = defaultdict(Decimal)
+    for trade in trades:
+        result[trade.time_ms - trade.time_ms % step_ms] += Decimal(trade.price) * Decimal(trade.qty)
+    return dict(result)

@@ -159,11 +159,17 @@ class Broker:
         return f"127.0.0.1:{self.port}"
 
     def create_topic(self, name: str, partitions: int = 3) -> None:
+        from confluent_kafka import KafkaError, KafkaException  # noqa: PLC0415
         from confluent_kafka.admin import AdminClient, NewTopic  # noqa: PLC0415
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-        futures[name].result(30)
+        try:
+            futures[name].result(30)
+        except KafkaException as exc:
+            # A producer that was waiting for the broker may have had it auto-created first.
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
         wait_for(lambda: name in admin.list_topics(timeout=5).topics, timeout=30, what=f"topic {name}")
 
 

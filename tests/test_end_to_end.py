@@ -14,8 +14,8 @@ from pyspark.sql import SparkSession
 from aggregator.jobs import Aggregator
 from candlestack import db
 from conftest import aggregator_settings
-from pipeline import candle_table, candles, scalar, stored_ids
-from reference import agg_trades, binance_klines, candles_from_trades
+from pipeline import candle_table, candles, scalar, stored_ids, stored_quote_volumes
+from reference import agg_trades, binance_klines, candles_from_trades, quote_volumes
 from services import (
     AGG_TRADES_CSV,
     Component,
@@ -79,6 +79,8 @@ def test_reference_replay_through_the_pipeline_equals_binance_klines(
         assert candles(conn, "1m") == binance_klines()
         assert len(candles(conn, "1m")) == 3560
         assert candles(conn, "5m") == candles_from_trades(trades, 300_000)
+        for timeframe, step in (("1m", 60_000), ("5m", 300_000)):
+            assert stored_quote_volumes(conn, timeframe) == quote_volumes(trades, step)
         before = candle_table(conn)
         assert aggregator.backfill(start, end).candles_changed == 0
         with conn.cursor() as cur:

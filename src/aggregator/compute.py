@@ -22,14 +22,16 @@ from candlestack.settings import INTERVALS_MS, PostgresSettings
 
 # Trades as Spark sees them. PostgreSQL's inner query lets partition pruning and the
 # (symbol, trade_time) index do the filtering that the predicates ask for.
-SOURCE = """(SELECT symbol, trade_id, price, qty, trade_time,
+SOURCE = """(SELECT symbol, trade_id, price, qty, price * qty AS quote, trade_time,
         (extract(epoch FROM trade_time) * 1000)::bigint AS trade_ms,
         coalesce(last_trade_id - first_trade_id + 1, 1) AS raw_trades
     FROM trades) AS src"""
 
-# Unconstrained numeric would arrive as decimal(38,18), leaving too few digits for the
-# products in quote volume; numeric(22,10) is what the wire contract admits.
-CUSTOM_SCHEMA = "price DECIMAL(22,10), qty DECIMAL(22,10)"
+# Unconstrained numeric would arrive as decimal(38,18). Price and quantity fit numeric(22,10)
+# (the wire contract's limit). Their product is taken in PostgreSQL, exactly: in Spark,
+# decimal(22,10) * decimal(22,10) needs 45 digits and would be rounded to 13 decimals. A
+# product has at most 16 decimals for Binance's 8-decimal values, so decimal(38,18) holds it.
+CUSTOM_SCHEMA = "price DECIMAL(22,10), qty DECIMAL(22,10), quote DECIMAL(38,18)"
 
 
 def span_predicate(span: Span, conn: psycopg2.extensions.connection) -> str:
@@ -94,7 +96,7 @@ def candles(trades: DataFrame, intervals: Sequence[str]) -> DataFrame:
     fine = _partials(
         trades.withColumn("open_ms", F.col("trade_ms")), base,
         first=order_key, last=order_key, high="price", low="price", volume=F.col("qty"),
-        quote_volume=F.col("price") * F.col("qty"), raw_trades=F.col("raw_trades"), trades=F.lit(1),
+        quote_volume=F.col("quote"), raw_trades=F.col("raw_trades"), trades=F.lit(1),
     )
     frames = []
     for name, step in steps.items():

@@ -57,8 +57,13 @@ class Trade:
     last_trade_id: int | None = None
 
     def to_json(self) -> bytes:
-        body: dict[str, Any] = {"v": VERSION, "kind": "trade", **asdict(self)}
-        return json.dumps(body, separators=(",", ":")).encode()
+        # A literal dict rather than dataclasses.asdict(): this runs once per trade.
+        return _dumps({
+            "v": VERSION, "kind": "trade", "symbol": self.symbol, "stream": self.stream,
+            "trade_id": self.trade_id, "price": self.price, "qty": self.qty, "trade_time": self.trade_time,
+            "event_time": self.event_time, "buyer_is_maker": self.buyer_is_maker, "ingest_time": self.ingest_time,
+            "first_trade_id": self.first_trade_id, "last_trade_id": self.last_trade_id,
+        }).encode()
 
     @property
     def key(self) -> bytes:
@@ -86,6 +91,10 @@ class Gap:
 
 
 Message = Trade | Gap
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_symbol_ok = SYMBOL_PATTERN.match
+_decimal_ok = DECIMAL_PATTERN.match
 
 
 def normalise_symbol(raw: str) -> str:
@@ -155,8 +164,43 @@ def decode(payload: bytes | None) -> Message:
         body = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ContractError("value", f"not JSON: {exc}") from None
+    return from_body(body)
+
+
+def _fast_trade(body: dict[str, Any]) -> Trade | None:
+    """The common case, checked in one expression; None sends the body to the careful path.
+
+    It accepts exactly what the careful path accepts (the careful path also upper-cases
+    symbols) and exists because this runs for every message on both sides.
+    """
+    try:
+        symbol, stream, trade_id = body["symbol"], body["stream"], body["trade_id"]
+        price, qty, maker = body["price"], body["qty"], body["buyer_is_maker"]
+        trade_ms, event_ms, ingest_ms = body["trade_time"], body["event_time"], body["ingest_time"]
+    except KeyError:
+        return None
+    first, last = body.get("first_trade_id"), body.get("last_trade_id")
+    if not (type(symbol) is str and _symbol_ok(symbol) and stream in STREAMS
+            and type(trade_id) is int and trade_id >= 0 and type(maker) is bool
+            and type(price) is str and _decimal_ok(price) and price.strip("0.")
+            and type(qty) is str and _decimal_ok(qty)
+            and type(trade_ms) is int and MIN_TIME_MS <= trade_ms <= MAX_TIME_MS
+            and type(event_ms) is int and MIN_TIME_MS <= event_ms <= MAX_TIME_MS
+            and type(ingest_ms) is int and MIN_TIME_MS <= ingest_ms <= MAX_TIME_MS
+            and ((first is None and last is None)
+                 or (type(first) is int and type(last) is int and 0 <= first <= last))):
+        return None
+    return Trade(symbol, stream, trade_id, price, qty, trade_ms, event_ms, maker, ingest_ms, first, last)
+
+
+def from_body(body: Any) -> Message:
+    """Validate an already parsed message (see :func:`decode`)."""
     if not isinstance(body, dict):
         raise ContractError("value", "not a JSON object")
+    if body.get("kind") == "trade" and body.get("v") == VERSION:
+        trade = _fast_trade(body)
+        if trade is not None:
+            return trade
     if body.get("v") != VERSION:
         raise ContractError("v", f"unsupported version {body.get('v')!r}")
     kind = body.get("kind")
@@ -236,7 +280,7 @@ def trade_from_binance(event: dict[str, Any], *, ingest_time: int) -> Trade:
         buyer_is_maker=event.get("m"),
         ingest_time=ingest_time,
     )
-    message = decode(json.dumps(body).encode())
+    message = from_body(body)
     assert isinstance(message, Trade)
     return message
 

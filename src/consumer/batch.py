@@ -39,6 +39,14 @@ class Batch:
     def size(self) -> int:
         return len(self.trades) + len(self.gaps) + len(self.dead_letters)
 
+    def absorb(self, other: Batch) -> None:
+        """Append a later batch, so both are written and committed together."""
+        self.trades += other.trades
+        self.gaps += other.gaps
+        self.dead_letters += other.dead_letters
+        for position, offset in other.next_offsets.items():
+            self.next_offsets[position] = max(self.next_offsets.get(position, 0), offset)
+
     def trade_days(self) -> tuple[date, date] | None:
         """First and last UTC day of the trades, for partition management."""
         if not self.trades:

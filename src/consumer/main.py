@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
@@ -18,7 +19,7 @@ from candlestack.backoff import Backoff
 from candlestack.settings import ConsumerSettings
 from consumer import metrics
 from consumer.batch import Batch, Record, build_batch
-from consumer.store import TradeStore
+from consumer.store import TradeStore, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,11 @@ def consumer_config(settings: ConsumerSettings) -> dict[str, Any]:
     }
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def to_record(message: Message) -> Record:
     topic, partition, offset = message.topic(), message.partition(), message.offset()
     assert topic is not None and partition is not None and offset is not None  # set on every fetched message
@@ -64,15 +70,52 @@ class IngestLoop:
                                  on_revoke=lambda _c, parts: log.info("partitions revoked", extra={
                                      "partitions": ",".join(str(p.partition) for p in parts)}))
         log.info("consumer started", extra={"topic": self._settings.kafka.topic, "group": self._settings.group_id})
+        # One writer thread: batch N is written to PostgreSQL (psycopg2 releases the GIL while it
+        # waits) while this thread fetches and decodes batch N+1. Offsets of N are committed only
+        # after its transaction committed, exactly as in a sequential loop.
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-writer")
+        in_flight: tuple[Batch, Future[WriteResult], float] | None = None
         try:
-            while not self._stop.is_set():
-                records = self._poll()
-                if records:
-                    self._handle(build_batch(records))
+            while True:
+                stopping = self._stop.is_set()
+                records = [] if stopping else self._poll()
+                batch = build_batch(records) if records else None
+                if in_flight is not None:
+                    batch = self._finish(*in_flight, following=batch)
+                    in_flight = None
+                if batch is not None:
+                    in_flight = (batch, writer.submit(self._store.write, batch), time.perf_counter())
+                elif stopping:
+                    break
         finally:
+            writer.shutdown(wait=True)
             self._consumer.close()
             self._store.close()
             log.info("consumer stopped")
+
+    def _finish(self, batch: Batch, write: Future[WriteResult], started: float,
+                *, following: Batch | None) -> Batch | None:
+        """Wait for ``batch``'s write and commit its offsets; returns the batch to write next.
+
+        If the write failed, ``following`` (already fetched) joins ``batch`` and both go through
+        the retrying path: their offsets must never be committed ahead of their rows.
+        """
+        try:
+            result = write.result()
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            metrics.DB_ERRORS.inc()
+            self._store.discard_connection()
+            log.warning("database write failed; retrying", extra={"error": _first_line(exc), "batch": batch.size})
+            if following is not None:
+                batch.absorb(following)
+            if self._write(batch):
+                self._commit(batch)
+            return None
+        self._record(batch, result)
+        self._commit(batch)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(batch.size)
+        return following
 
     def _poll(self) -> list[Record]:
         """Wait for a first message, then take whatever else arrives within the linger time."""
@@ -89,40 +132,36 @@ class IngestLoop:
             records.append(to_record(message))
         return records
 
-    def _handle(self, batch: Batch) -> None:
-        started = time.perf_counter()
-        if not self._write(batch):
-            return  # stopping while the database is unreachable: nothing committed, nothing lost
-        self._commit(batch)
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(batch.size)
-
     def _write(self, batch: Batch) -> bool:
-        """Write until it succeeds; keeps the group membership alive while waiting."""
+        """Write until it succeeds; keeps the group membership alive while waiting.
+
+        Returns False when asked to stop while the database is unreachable: nothing is
+        committed then, and the batch is read again after a restart.
+        """
         backoff = Backoff(0.2, self._settings.retry_max_s)
-        paused = False
+        self._consumer.pause(self._consumer.assignment())
         try:
             while True:
+                delay = backoff.next_delay()
+                if self._wait(delay, batch):
+                    log.warning("stopping with an unwritten batch; it will be read again",
+                                extra={"batch": batch.size})
+                    return False
                 try:
                     result = self._store.write(batch)
                     break
                 except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                     metrics.DB_ERRORS.inc()
                     self._store.discard_connection()
-                    delay = backoff.next_delay()
                     log.warning("database write failed; retrying", extra={
-                        "error": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                        "retry_in_s": round(delay, 2), "batch": batch.size})
-                    if not paused:
-                        self._consumer.pause(self._consumer.assignment())
-                        paused = True
-                    if self._wait(delay, batch):
-                        log.warning("stopping with an unwritten batch; it will be read again",
-                                    extra={"batch": batch.size})
-                        return False
+                        "error": _first_line(exc), "retry_in_s": round(delay, 2), "batch": batch.size})
         finally:
-            if paused:
-                self._consumer.resume(self._consumer.assignment())
+            self._consumer.resume(self._consumer.assignment())
+        log.info("database write succeeded after retrying", extra={"batch": batch.size})
+        self._record(batch, result)
+        return True
+
+    def _record(self, batch: Batch, result: WriteResult) -> None:
         metrics.MESSAGES.labels("stored").inc(result.inserted)
         metrics.MESSAGES.labels("duplicate").inc(result.duplicates)
         metrics.MESSAGES.labels("dead_letter").inc(result.dead_letters)
@@ -130,23 +169,16 @@ class IngestLoop:
         if result.dead_letters:
             log.warning("messages set aside as dead letters", extra={
                 "count": result.dead_letters, "first_reason": batch.dead_letters[0].reason})
-        log.debug("batch stored", extra={"inserted": result.inserted, "duplicates": result.duplicates})
-        return True
 
     def _wait(self, delay_s: float, batch: Batch) -> bool:
         """Sleep while serving the group protocol; True if asked to stop."""
         deadline = time.monotonic() + delay_s
         while time.monotonic() < deadline and not self._stop.is_set():
-            # Partitions are paused, so this only keeps heartbeats and rebalances going; any
-            # message already fetched still belongs to this batch's successors: keep it.
+            # Partitions are paused, so this only keeps heartbeats and rebalances going; a
+            # message fetched before the pause still comes after this batch: it joins it.
             for message in self._consumer.consume(100, timeout=min(0.5, delay_s)):
                 if message.error() is None:
-                    extra = build_batch([to_record(message)])
-                    batch.trades += extra.trades
-                    batch.gaps += extra.gaps
-                    batch.dead_letters += extra.dead_letters
-                    for position, offset in extra.next_offsets.items():
-                        batch.next_offsets[position] = max(batch.next_offsets.get(position, 0), offset)
+                    batch.absorb(build_batch([to_record(message)]))
         return self._stop.is_set()
 
     def _commit(self, batch: Batch) -> None:

@@ -29,7 +29,9 @@ STAGE_COLUMNS = ("symbol", "trade_id", "stream", "price", "qty", "first_trade_id
                  "trade_ms", "event_ms", "buyer_is_maker", "ingest_ms")
 
 # Inserts new trades, skips known ones, and keeps symbol_state current, in one statement.
-# Times arrive as integer ms and are converted exactly (no float on the way).
+# Times arrive as integer ms and are converted exactly (no float on the way). Only the symbol
+# of each inserted row comes back (for the per-symbol count); the newest trade per symbol is
+# taken from the small staging table.
 MERGE_SQL = """
 WITH inserted AS (
     INSERT INTO trades (symbol, trade_id, stream, price, qty, first_trade_id, last_trade_id,
@@ -41,15 +43,18 @@ WITH inserted AS (
            timestamptz 'epoch' + ingest_ms * interval '1 millisecond'
     FROM trades_stage
     ON CONFLICT DO NOTHING
-    RETURNING symbol, trade_id, price, trade_time, stored_at
+    RETURNING symbol
+), counts AS (
+    SELECT symbol, count(*) AS stored FROM inserted GROUP BY symbol
 ), newest AS (
-    SELECT DISTINCT ON (symbol) symbol, trade_id, price, trade_time, stored_at,
-           count(*) OVER (PARTITION BY symbol) AS stored
-    FROM inserted
-    ORDER BY symbol, trade_time DESC, trade_id DESC
+    SELECT DISTINCT ON (symbol) symbol, trade_id, price,
+           timestamptz 'epoch' + trade_ms * interval '1 millisecond' AS trade_time
+    FROM trades_stage
+    ORDER BY symbol, trade_ms DESC, trade_id DESC
 ), state AS (
     INSERT INTO symbol_state AS s (symbol, last_trade_id, last_price, last_trade_time, last_stored_at, trades_stored)
-    SELECT symbol, trade_id, price, trade_time, stored_at, stored FROM newest
+    SELECT n.symbol, n.trade_id, n.price, n.trade_time, now(), coalesce(c.stored, 0)
+    FROM newest n LEFT JOIN counts c USING (symbol)
     ON CONFLICT (symbol) DO UPDATE SET
         trades_stored = s.trades_stored + EXCLUDED.trades_stored,
         last_stored_at = EXCLUDED.last_stored_at,
@@ -61,7 +66,7 @@ WITH inserted AS (
                           THEN EXCLUDED.last_price ELSE s.last_price END,
         last_trade_time = GREATEST(s.last_trade_time, EXCLUDED.last_trade_time)
 )
-SELECT count(*) FROM inserted
+SELECT coalesce(sum(stored), 0) FROM counts
 """
 
 DEAD_LETTER_SQL = """

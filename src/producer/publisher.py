@@ -58,6 +58,7 @@ class Publisher:
                     warned = True
                 self._producer.poll(0.1)
         self._producer.poll(0)
+        metrics.QUEUED.set(len(self._producer))
 
     def queued(self) -> int:
         return len(self._producer)

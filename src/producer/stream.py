@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 import urllib.error
+from typing import Any
 
 import websocket
 
@@ -49,6 +50,7 @@ class TradeStream:
         self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
         self._symbols = set(settings.symbols)
         self.malformed = 0
+        self._metric_series: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -133,9 +135,18 @@ class TradeStream:
             return
         self._publisher.publish(trade)
         self._ids.advance(trade.symbol, trade.trade_id)
-        metrics.PUBLISHED.labels(trade.symbol, source).inc()
-        metrics.LAST_TRADE_TIME.labels(trade.symbol).set(trade.trade_time / 1000)
-        metrics.QUEUED.set(self._publisher.queued())
+        published, last_time = self._series(trade.symbol, source)
+        published.inc()
+        last_time.set(trade.trade_time / 1000)
+
+    def _series(self, symbol: str, source: str) -> tuple[Any, Any]:
+        """Metric children per (symbol, source), looked up once: this runs for every trade."""
+        key = (symbol, source)
+        series = self._metric_series.get(key)
+        if series is None:
+            series = (metrics.PUBLISHED.labels(symbol, source), metrics.LAST_TRADE_TIME.labels(symbol))
+            self._metric_series[key] = series
+        return series
 
     # -- gaps ---------------------------------------------------------------------------------
     def _catch_up(self) -> None:

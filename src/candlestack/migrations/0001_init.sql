@@ -18,7 +18,8 @@ $$;
 
 -- Raw trades, partitioned by UTC day of trade time. The key is (symbol, trade_id) in meaning;
 -- PostgreSQL wants the partition column in every unique key, and a trade's time never changes,
--- so (symbol, trade_id, trade_time) rejects exactly the same duplicates.
+-- so (symbol, trade_time, trade_id) rejects exactly the same duplicates. In this column order
+-- the one index also serves the aggregator's per-symbol time-range reads.
 -- One database holds one stream type (trade or aggTrade): their id spaces differ.
 CREATE TABLE trades (
     symbol          text        NOT NULL,
@@ -36,10 +37,9 @@ CREATE TABLE trades (
     -- The inserting transaction. The aggregator's watermark is a snapshot xmin: every row whose
     -- transaction id is below it is committed (or gone), so nothing slips between two scans.
     ingest_xid      xid8        NOT NULL DEFAULT pg_current_xact_id(),
-    PRIMARY KEY (symbol, trade_id, trade_time)
+    PRIMARY KEY (symbol, trade_time, trade_id)
 ) PARTITION BY RANGE (trade_time);
 
-CREATE INDEX trades_symbol_time_idx ON trades (symbol, trade_time, trade_id);
 CREATE INDEX trades_ingest_xid_idx ON trades (ingest_xid);
 
 -- Creates the daily partitions covering [p_from, p_to]. Runs as the schema owner so that the
