@@ -9,6 +9,8 @@ roles/superset/files/superset_import_assets.py; gunicorn serves the chart data A
 Environment:
     CANDLESTACK_BIN            the candlestack executable (default: `candlestack` on PATH)
     CANDLESTACK_SUPERSET_CACHE where the Superset venv is cached (/var/cache/candlestack)
+    CANDLESTACK_SUPERSET_FRESH set to run `superset db upgrade` + `init` even when the cached
+                               dump of their result (next to the venv) exists
     PG_BIN                     PostgreSQL binaries (/usr/lib/postgresql/15/bin)
     CANDLESTACK_SCREENSHOT_DIR where to write the dashboards' screenshots when Chromium and
                                playwright-core are present (default /tmp)
@@ -53,8 +55,7 @@ CACHE = Path(os.environ.get("CANDLESTACK_SUPERSET_CACHE", "/var/cache/candlestac
 SYSTEM_PYTHON = "/usr/bin/python3"
 ADMIN = ("admin", "test-admin-password")
 SECRET_KEY = "test-secret-key-not-for-production-0123456789abcdef"
-PASSWORDS = {"superset": "meta-pw", "candlestack_owner": "owner-pw",
-             "candlestack_superset": "read-pw"}
+PASSWORDS = {"superset": "meta-pw", "candlestack_owner": "owner-pw", "candlestack_superset": "read-pw"}
 
 # Plot area of the candlestick geometry (see datasets/candlestack/candlestick_svg.yaml).
 PRICE_TOP, PRICE_BOTTOM, VOLUME_TOP, VOLUME_BOTTOM, PLOT_LEFT, PLOT_RIGHT = 30, 300, 320, 395, 10, 870
@@ -66,18 +67,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run(cmd: list[str], *, env: dict[str, str] | None = None, input: str | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, env=env, input=input, text=True, capture_output=True,
-                          timeout=timeout, check=False)
+def run(
+    cmd: list[str], *, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, env=env, input=input, text=True, capture_output=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise AssertionError(
-            f"{cmd[:4]} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
-            f"stderr:\n{proc.stderr[-5000:]}")
+            f"{cmd[:4]} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 
 # --- Superset virtualenv ------------------------------------------------------------------
+
 
 def superset_venv() -> Path:
     """The cached Superset venv for the role's requirements + constraints (built if missing)."""
@@ -90,13 +92,25 @@ def superset_venv() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(venv, ignore_errors=True)
     run([SYSTEM_PYTHON, "-m", "venv", str(venv)])
-    run([str(venv / "bin/pip"), "install", "--quiet", "--disable-pip-version-check",
-         "-r", str(requirements), "-c", str(constraints)], timeout=1200)
+    run(
+        [
+            str(venv / "bin/pip"),
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            str(requirements),
+            "-c",
+            str(constraints),
+        ],
+        timeout=1200,
+    )
     (venv / ".complete").write_text(key + "\n")
     return venv
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------
+
 
 @dataclass
 class Postgres:
@@ -105,9 +119,28 @@ class Postgres:
     port: int
 
     def psql(self, sql: str, *, database: str = "postgres") -> str:
-        proc = run(["runuser", "-u", "postgres", "--", str(PG_BIN / "psql"), "-X", "-q", "-A",
-                    "-t", "-v", "ON_ERROR_STOP=1", "-h", str(self.socket_dir), "-p",
-                    str(self.port), "-d", database], input=sql)
+        proc = run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(PG_BIN / "psql"),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(self.port),
+                "-d",
+                database,
+            ],
+            input=sql,
+        )
         return proc.stdout.strip()
 
 
@@ -128,16 +161,44 @@ def postgres(workdir: Path) -> Iterator[Postgres]:
     shutil.chown(pg_dir, "postgres", "postgres")
     pg = Postgres(data=pg_dir / "data", socket_dir=pg_dir, port=free_port())
     as_pg = ["runuser", "-u", "postgres", "--"]
-    run([*as_pg, str(PG_BIN / "initdb"), "-D", str(pg.data), "-U", "postgres", "-E", "UTF8",
-         "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256"])
-    run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(pg.data), "-l", str(pg_dir / "log"), "-w",
-         "-o", f"-p {pg.port} -k {pg.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-               "-c synchronous_commit=off -c TimeZone=UTC", "start"])
+    run(
+        [
+            *as_pg,
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(pg.data),
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+        ]
+    )
+    run(
+        [
+            *as_pg,
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(pg.data),
+            "-l",
+            str(pg_dir / "log"),
+            "-w",
+            "-o",
+            f"-p {pg.port} -k {pg.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c TimeZone=UTC",
+            "start",
+        ]
+    )
     try:
         yield pg
     finally:
-        subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(pg.data), "-m", "immediate",
-                        "-w", "stop"], capture_output=True, check=False)
+        subprocess.run(
+            [*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(pg.data), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -157,11 +218,15 @@ def databases(postgres: Postgres) -> Postgres:
     candlestack = os.environ.get("CANDLESTACK_BIN") or shutil.which("candlestack")
     if not candlestack:
         pytest.skip("no candlestack executable (set CANDLESTACK_BIN)")
-    env = {**os.environ, "CANDLESTACK_PG_HOST": "127.0.0.1",
-           "CANDLESTACK_PG_PORT": str(postgres.port), "CANDLESTACK_PG_DATABASE": "candlestack",
-           "CANDLESTACK_PG_USER": "candlestack_owner",
-           "CANDLESTACK_PG_PASSWORD": PASSWORDS["candlestack_owner"],
-           "CANDLESTACK_PG_SSLMODE": "disable"}
+    env = {
+        **os.environ,
+        "CANDLESTACK_PG_HOST": "127.0.0.1",
+        "CANDLESTACK_PG_PORT": str(postgres.port),
+        "CANDLESTACK_PG_DATABASE": "candlestack",
+        "CANDLESTACK_PG_USER": "candlestack_owner",
+        "CANDLESTACK_PG_PASSWORD": PASSWORDS["candlestack_owner"],
+        "CANDLESTACK_PG_SSLMODE": "disable",
+    }
     run([candlestack, "db", "migrate"], env=env)
     return postgres
 
@@ -179,8 +244,7 @@ class Candle:
     trade_count: int
 
 
-def make_candles(symbol: str, start_price: float, count: int, seed: int,
-                 end: datetime) -> list[Candle]:
+def make_candles(symbol: str, start_price: float, count: int, seed: int, end: datetime) -> list[Candle]:
     """A 1m random walk ending at `end`, with one zero-volume filler candle."""
     rng = random.Random(seed)
     candles: list[Candle] = []
@@ -188,16 +252,25 @@ def make_candles(symbol: str, start_price: float, count: int, seed: int,
     first = end - timedelta(minutes=count)
     for i in range(count):
         if i == count // 2:  # Binance's filler: no trade, everything = previous close
-            candles.append(Candle(symbol, "1m", first + timedelta(minutes=i), price, price,
-                                  price, price, 0.0, 0))
+            candles.append(Candle(symbol, "1m", first + timedelta(minutes=i), price, price, price, price, 0.0, 0))
             continue
         open_ = price
         close = max(open_ * (1 + rng.gauss(0, 0.002)), start_price * 0.5)
         high = max(open_, close) * (1 + abs(rng.gauss(0, 0.001)))
         low = min(open_, close) * (1 - abs(rng.gauss(0, 0.001)))
-        candles.append(Candle(symbol, "1m", first + timedelta(minutes=i), round(open_, 2),
-                              round(high, 2), round(low, 2), round(close, 2),
-                              round(rng.uniform(0.5, 20), 4), rng.randint(5, 200)))
+        candles.append(
+            Candle(
+                symbol,
+                "1m",
+                first + timedelta(minutes=i),
+                round(open_, 2),
+                round(high, 2),
+                round(low, 2),
+                round(close, 2),
+                round(rng.uniform(0.5, 20), 4),
+                rng.randint(5, 200),
+            )
+        )
         price = round(close, 2)
     return candles
 
@@ -206,16 +279,21 @@ def make_candles(symbol: str, start_price: float, count: int, seed: int,
 def market_data(databases: Postgres) -> dict[str, list[Candle]]:
     """A few trades, candles, symbol states, dead letters and one gap, as the pipeline writes."""
     end = datetime.now(UTC).replace(second=0, microsecond=0)
-    series = {"BTCUSDT": make_candles("BTCUSDT", 91000.0, 90, 1, end),
-              "ETHUSDT": make_candles("ETHUSDT", 3100.0, 40, 2, end)}
+    series = {
+        "BTCUSDT": make_candles("BTCUSDT", 91000.0, 90, 1, end),
+        "ETHUSDT": make_candles("ETHUSDT", 3100.0, 40, 2, end),
+    }
     rows = []
     for candles in series.values():
         for c in candles:
-            rows.append(f"('{c.symbol}', '{c.timeframe}', '{c.open_time.isoformat()}', "
-                        f"'{(c.open_time + timedelta(minutes=1)).isoformat()}', {c.open}, "
-                        f"{c.high}, {c.low}, {c.close}, {c.volume}, {c.volume * c.close:.4f}, "
-                        f"{c.trade_count})")
-    databases.psql(f"""
+            rows.append(
+                f"('{c.symbol}', '{c.timeframe}', '{c.open_time.isoformat()}', "
+                f"'{(c.open_time + timedelta(minutes=1)).isoformat()}', {c.open}, "
+                f"{c.high}, {c.low}, {c.close}, {c.volume}, {c.volume * c.close:.4f}, "
+                f"{c.trade_count})"
+            )
+    databases.psql(
+        f"""
         INSERT INTO candles (symbol, timeframe, open_time, close_time, open, high, low, close,
                              volume, quote_volume, trade_count)
         VALUES {", ".join(rows)};
@@ -249,11 +327,14 @@ def market_data(databases: Postgres) -> dict[str, list[Candle]]:
                ('candlestack.trades', 2, 99, '{{"p":"-1"}}', 'price', 'price must be > 0');
         INSERT INTO ingest_gaps (symbol, stream, from_id, to_id, reason, detected_at)
         VALUES ('BTCUSDT', 'trade', 1001, 1020, 'REST gap fill exceeded 100000 trades', now());
-    """, database="candlestack")
+    """,
+        database="candlestack",
+    )
     return series
 
 
 # --- Superset -----------------------------------------------------------------------------
+
 
 @dataclass
 class Superset:
@@ -266,16 +347,31 @@ class Superset:
 
     def import_bundle(self, marker: Path) -> dict[str, Any]:
         params = {
-            "substitutions": {"__CANDLESTACK_SQLALCHEMY_URI__": (
-                f"postgresql+psycopg2://candlestack_superset:XXXXXXXXXX@127.0.0.1:"
-                f"{self.metadata.port}/candlestack?sslmode=disable")},
+            "substitutions": {
+                "__CANDLESTACK_SQLALCHEMY_URI__": (
+                    f"postgresql+psycopg2://candlestack_superset:XXXXXXXXXX@127.0.0.1:"
+                    f"{self.metadata.port}/candlestack?sslmode=disable"
+                )
+            },
             "passwords": {"databases/candlestack.yaml": PASSWORDS["candlestack_superset"]},
         }
         start = time.monotonic()
-        proc = run([str(self.venv / "bin/python"), str(IMPORT_SCRIPT), "--bundle-dir",
-                    str(ASSETS), "--username", ADMIN[0], "--marker", str(marker),
-                    "--zip-out", str(marker.with_suffix(".zip"))],
-                   env=self.env, input=json.dumps(params))
+        proc = run(
+            [
+                str(self.venv / "bin/python"),
+                str(IMPORT_SCRIPT),
+                "--bundle-dir",
+                str(ASSETS),
+                "--username",
+                ADMIN[0],
+                "--marker",
+                str(marker),
+                "--zip-out",
+                str(marker.with_suffix(".zip")),
+            ],
+            env=self.env,
+            input=json.dumps(params),
+        )
         self.import_seconds.append(time.monotonic() - start)
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         self.import_runs.append(result)
@@ -286,12 +382,13 @@ class Superset:
             "SELECT (SELECT count(*) FROM dbs), (SELECT count(*) FROM tables), "
             "(SELECT count(*) FROM slices), (SELECT count(*) FROM dashboards), "
             "(SELECT count(*) FROM dashboard_slices), (SELECT count(*) FROM table_columns), "
-            "(SELECT count(*) FROM sql_metrics)", database="superset")
+            "(SELECT count(*) FROM sql_metrics)",
+            database="superset",
+        )
         keys = ["dbs", "tables", "slices", "dashboards", "dashboard_slices", "columns", "metrics"]
         return dict(zip(keys, (int(v) for v in out.split("|")), strict=True))
 
-    def request(self, method: str, path: str, *, token: str | None = None,
-                body: Any = None) -> Any:
+    def request(self, method: str, path: str, *, token: str | None = None, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method)
         if data is not None:
@@ -306,8 +403,7 @@ class Superset:
 
 
 @pytest.fixture(scope="module")
-def superset(workdir: Path, market_data: dict[str, list[Candle]],
-             databases: Postgres) -> Iterator[Superset]:
+def superset(workdir: Path, market_data: dict[str, list[Candle]], databases: Postgres) -> Iterator[Superset]:
     venv = superset_venv()
     home = workdir / "superset_home"
     home.mkdir()
@@ -319,10 +415,14 @@ def superset(workdir: Path, market_data: dict[str, list[Candle]],
         "superset_metadata_db_password": PASSWORDS["superset"],
         "superset_behind_proxy": False,
     }
-    run([str(venv / "bin/python"), str(HERE / "render_config.py"), str(ROLE), str(config)],
-        input=json.dumps(overrides))
-    env = {**os.environ, "SUPERSET_CONFIG_PATH": str(config), "SUPERSET_HOME": str(home),
-           "PYTHONPATH": "", "FLASK_APP": "superset.app:create_app()"}
+    run([str(venv / "bin/python"), str(HERE / "render_config.py"), str(ROLE), str(config)], input=json.dumps(overrides))
+    env = {
+        **os.environ,
+        "SUPERSET_CONFIG_PATH": str(config),
+        "SUPERSET_HOME": str(home),
+        "PYTHONPATH": "",
+        "FLASK_APP": "superset.app:create_app()",
+    }
     superset_cli = str(venv / "bin/superset")
     timings: dict[str, float] = {}
     # `db upgrade` + `init` take 1-2 minutes; their result depends only on the venv, so it is
@@ -338,13 +438,38 @@ def superset(workdir: Path, market_data: dict[str, list[Candle]],
         start = time.monotonic()
         run([superset_cli, "init"], env=env, timeout=600)
         timings["init"] = time.monotonic() - start
-        dump = run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_dump"), "--no-owner",
-                    "--no-privileges", "-h", str(databases.socket_dir), "-p",
-                    str(databases.port), "superset"])
+        dump = run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(PG_BIN / "pg_dump"),
+                "--no-owner",
+                "--no-privileges",
+                "-h",
+                str(databases.socket_dir),
+                "-p",
+                str(databases.port),
+                "superset",
+            ]
+        )
         snapshot.write_text("SET ROLE superset;\n" + dump.stdout)
-    create_admin = [superset_cli, "fab", "create-admin", "--username", ADMIN[0], "--firstname",
-                    "Superset", "--lastname", "Admin", "--email", "admin@candlestack.invalid",
-                    "--password", ADMIN[1]]
+    create_admin = [
+        superset_cli,
+        "fab",
+        "create-admin",
+        "--username",
+        ADMIN[0],
+        "--firstname",
+        "Superset",
+        "--lastname",
+        "Admin",
+        "--email",
+        "admin@candlestack.invalid",
+        "--password",
+        ADMIN[1],
+    ]
     run(create_admin, env=env)
     again = run(create_admin, env=env)
     assert "already exists" in again.stdout + again.stderr
@@ -352,11 +477,28 @@ def superset(workdir: Path, market_data: dict[str, list[Candle]],
     port = free_port()
     log = (workdir / "gunicorn.log").open("w")
     server = subprocess.Popen(
-        [str(venv / "bin/gunicorn"), "-w", "1", "-k", "gthread", "--threads", "4", "-b",
-         f"127.0.0.1:{port}", "--timeout", "120", "superset.app:create_app()"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    app = Superset(venv=venv, env=env, url=f"http://127.0.0.1:{port}", metadata=databases,
-                   import_runs=[], import_seconds=[])
+        [
+            str(venv / "bin/gunicorn"),
+            "-w",
+            "1",
+            "-k",
+            "gthread",
+            "--threads",
+            "4",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--timeout",
+            "120",
+            "superset.app:create_app()",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    app = Superset(
+        venv=venv, env=env, url=f"http://127.0.0.1:{port}", metadata=databases, import_runs=[], import_seconds=[]
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -367,8 +509,9 @@ def superset(workdir: Path, market_data: dict[str, list[Candle]],
             except OSError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("gunicorn did not answer /health:\n"
-                                     + (workdir / "gunicorn.log").read_text()[-5000:])
+                raise AssertionError(
+                    "gunicorn did not answer /health:\n" + (workdir / "gunicorn.log").read_text()[-5000:]
+                )
             time.sleep(1)
         print(f"\nsuperset timings: {timings}", file=sys.stderr)
         yield app
@@ -418,14 +561,15 @@ def chart_ids(superset: Superset) -> dict[str, tuple[int, str]]:
 
 # --- Tests ----------------------------------------------------------------------------------
 
+
 def test_objects_exist_with_the_bundle_uuids(imported: Superset) -> None:
-    tables = {"databases": "dbs", "datasets": "tables", "charts": "slices",
-              "dashboards": "dashboards"}
+    tables = {"databases": "dbs", "datasets": "tables", "charts": "slices", "dashboards": "dashboards"}
     for kind, uuids in bundle_uuids().items():
         out = imported.metadata.psql(f"SELECT uuid FROM {tables[kind]}", database="superset")
         assert uuids <= set(out.split()), f"{kind}: missing {uuids - set(out.split())}"
-    titles = imported.metadata.psql("SELECT dashboard_title FROM dashboards ORDER BY 1",
-                                    database="superset").splitlines()
+    titles = imported.metadata.psql(
+        "SELECT dashboard_title FROM dashboards ORDER BY 1", database="superset"
+    ).splitlines()
     assert titles == ["Markets", "Pipeline health"]
 
 
@@ -440,8 +584,7 @@ def test_second_import_changes_no_counts(imported: Superset) -> None:
     assert first["dashboard_slices"] == len(uuids["charts"])
 
 
-def test_database_password_is_not_in_the_bundle_and_the_zip_is_reproducible(
-        imported: Superset, workdir: Path) -> None:
+def test_database_password_is_not_in_the_bundle_and_the_zip_is_reproducible(imported: Superset, workdir: Path) -> None:
     for path in ASSETS.rglob("*.yaml"):
         assert PASSWORDS["candlestack_superset"] not in path.read_text()
     zip_bytes = (workdir / "assets.zip").read_bytes()
@@ -460,8 +603,7 @@ def test_every_chart_returns_rows(imported: Superset, token: str) -> None:
             assert result["rowcount"] > 0 and result["data"], f"{name} returned no rows"
 
 
-def candlestick_rows(imported: Superset, token: str, extra_filters: list[dict[str, Any]]
-                     ) -> list[dict[str, Any]]:
+def candlestick_rows(imported: Superset, token: str, extra_filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The candlestick chart's data, as the dashboard asks for it with its native filters."""
     ids = chart_ids(imported)
     chart_id = next(i for i, name in ids.values() if name == "Candlestick")
@@ -476,20 +618,22 @@ def candlestick_rows(imported: Superset, token: str, extra_filters: list[dict[st
     return list(result["data"])
 
 
-@pytest.mark.parametrize(("symbol", "timeframe"), [("BTCUSDT", "1m"), ("ETHUSDT", "1m"),
-                                                     ("BTCUSDT", "5m")])
-def test_candlestick_geometry_is_sensible(imported: Superset, token: str,
-                                          market_data: dict[str, list[Candle]],
-                                          symbol: str, timeframe: str) -> None:
-    filters = [{"col": "symbol", "op": "IN", "val": [symbol]},
-               {"col": "timeframe", "op": "IN", "val": [timeframe]}]
+@pytest.mark.parametrize(("symbol", "timeframe"), [("BTCUSDT", "1m"), ("ETHUSDT", "1m"), ("BTCUSDT", "5m")])
+def test_candlestick_geometry_is_sensible(
+    imported: Superset, token: str, market_data: dict[str, list[Candle]], symbol: str, timeframe: str
+) -> None:
+    filters = [{"col": "symbol", "op": "IN", "val": [symbol]}, {"col": "timeframe", "op": "IN", "val": [timeframe]}]
     rows = candlestick_rows(imported, token, filters)
     assert {r["symbol"] for r in rows} == {symbol}, "the native filter must pick the series"
     assert {r["timeframe"] for r in rows} == {timeframe}
     candles = [r for r in rows if r["is_candle"]]
     source = market_data[symbol]
-    expected = min(60, len(source) if timeframe == "1m" else len({
-        c.open_time.replace(minute=c.open_time.minute - c.open_time.minute % 5) for c in source}))
+    expected = min(
+        60,
+        len(source)
+        if timeframe == "1m"
+        else len({c.open_time.replace(minute=c.open_time.minute - c.open_time.minute % 5) for c in source}),
+    )
     assert len(candles) == expected
     assert sum(1 for r in rows if r["is_grid"]) == 5
     assert sum(1 for r in rows if r["is_title"]) == 1
@@ -519,16 +663,22 @@ def test_dashboard_screenshots(imported: Superset, token: str) -> None:
     candlestick's SVG on Markets, and no Content-Security-Policy error on either.
     """
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    node_modules = Path(os.environ.get("CANDLESTACK_NODE_MODULES",
-                                       CACHE / "node/node_modules"))
+    node_modules = Path(os.environ.get("CANDLESTACK_NODE_MODULES", CACHE / "node/node_modules"))
     if not chromium or not shutil.which("node") or not (node_modules / "playwright-core").exists():
         pytest.skip("chromium, node or playwright-core missing")
     out_dir = Path(os.environ.get("CANDLESTACK_SCREENSHOT_DIR", "/tmp"))
     for slug in ("candlestack-markets", "candlestack-pipeline-health"):
         out = out_dir / f"{slug}.png"
-        env = {**os.environ, "NODE_PATH": str(node_modules), "CHROMIUM": chromium,
-               "SUPERSET_URL": imported.url, "SUPERSET_USER": ADMIN[0],
-               "SUPERSET_PASSWORD": ADMIN[1], "OUT": str(out), "DASHBOARD": slug}
+        env = {
+            **os.environ,
+            "NODE_PATH": str(node_modules),
+            "CHROMIUM": chromium,
+            "SUPERSET_URL": imported.url,
+            "SUPERSET_USER": ADMIN[0],
+            "SUPERSET_PASSWORD": ADMIN[1],
+            "OUT": str(out),
+            "DASHBOARD": slug,
+        }
         proc = run(["node", str(HERE / "screenshot.cjs")], env=env, timeout=180)
         report = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"\n{slug}: {out} {report}", file=sys.stderr)
