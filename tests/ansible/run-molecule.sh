@@ -42,7 +42,10 @@ fi
 VENV_BIN="$("$ROOT/scripts/ansible-venv.sh")"
 export PATH="$VENV_BIN:$PATH"
 mkdir -p "$MOLECULE_CACHE_DIR/pip"
-for n in $(seq 1 4); do mkdir -p "$MOLECULE_CACHE_DIR/apt/host$n/partial"; done
+# One apt archive directory per container name (two containers that share one would fight
+# over apt's lock); create every one the scenarios mount.
+grep -rhoE 'candlestack-molecule\}/apt/[A-Za-z0-9_.-]+' roles/*/molecule molecule 2>/dev/null |
+  sed 's|.*/apt/||' | sort -u | while read -r dir; do mkdir -p "$MOLECULE_CACHE_DIR/apt/$dir/partial"; done
 
 # Throwaway secrets for the top-level scenarios (provisioner options in molecule/*/molecule.yml).
 CANDLESTACK_TEST_VAULT_DIR="$(mktemp -d /tmp/candlestack-vault.XXXXXX)"

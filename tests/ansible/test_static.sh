@@ -12,4 +12,4 @@ else
   "$VENV_BIN/pip" install --quiet --disable-pip-version-check pytest 2>&1 | grep -v '^WARNING: Location' || true
   py="$VENV_BIN/python"
 fi
-exec "$py" -m pytest -q -p no:cacheprovider "$ROOT/tests/ansible/test_deployment_static.py" "$@"
+exec "$py" -m pytest -q -p no:cacheprovider --noconftest "$ROOT/tests/ansible/test_deployment_static.py" "$@"

@@ -1,0 +1,39 @@
+# candlestack deployment shortcuts. Everything runs as root on a Debian host with podman.
+#   make up      all-in-one deployment in one podman systemd container (replay feed, Superset on :8088)
+#   make down    remove that container
+#   make test    the CI entry point (bash .ci/run)
+#   make lint    ansible-lint (production profile) + yamllint
+#   make molecule [SCENARIOS="kafka spark"]   Molecule scenarios (tests/ansible/run-molecule.sh)
+
+SHELL := /bin/bash
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+export CONTAINERS_CONF ?= $(ROOT)/scripts/containers.conf
+AIO_NAME ?= candlestack-aio
+AIO_IMAGE ?= localhost/debian-bookworm-systemd:latest
+AIO_PORT ?= 8088
+WORK := $(ROOT)/.work/aio
+VENV_BIN = $(shell $(ROOT)/scripts/ansible-venv.sh)
+
+.PHONY: up down test lint molecule image venv
+
+image:
+	@$(ROOT)/scripts/molecule-image.sh
+
+venv:
+	@$(ROOT)/scripts/ansible-venv.sh >/dev/null
+
+up: image venv
+	@$(ROOT)/scripts/aio-up.sh
+
+down:
+	@podman rm -f $(AIO_NAME) >/dev/null 2>&1 && echo "removed $(AIO_NAME)" || echo "$(AIO_NAME) is not running"
+
+test:
+	bash .ci/run
+
+lint: venv
+	cd $(ROOT) && PATH="$(VENV_BIN):$$PATH" ansible-lint --profile production --offline
+	cd $(ROOT) && PATH="$(VENV_BIN):$$PATH" yamllint --strict .
+
+molecule:
+	$(ROOT)/tests/ansible/run-molecule.sh $(SCENARIOS)

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# `make up`: deploy the whole of candlestack (inventory/local) into one podman systemd
+# container with the replay feed, publish Superset on the host, and say where to look.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export CONTAINERS_CONF="${CONTAINERS_CONF:-$ROOT/scripts/containers.conf}"
+NAME="${AIO_NAME:-candlestack-aio}"
+IMAGE="${AIO_IMAGE:-localhost/debian-bookworm-systemd:latest}"
+PORT="${AIO_PORT:-8088}"
+WORK="$ROOT/.work/aio"
+CACHE="${MOLECULE_CACHE_DIR:-/var/cache/candlestack-molecule}"
+log() { printf '[make up] %s\n' "$*"; }
+
+export PATH="$("$ROOT/scripts/ansible-venv.sh"):$PATH"
+mkdir -p "$WORK" "$CACHE/pip" "$CACHE/apt/aio/partial"
+
+# A throwaway vault for this local deployment (kept in .work/, ignored by git).
+"$ROOT/scripts/make-vault.sh" "$WORK"
+
+if ! podman container exists "$NAME"; then
+  log "starting container $NAME (Superset published on 127.0.0.1:$PORT)"
+  podman run -d --name "$NAME" --hostname "$NAME" --systemd=always \
+    --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 \
+    -p "127.0.0.1:$PORT:8088" \
+    -v "$CACHE/apt/aio:/var/cache/apt/archives" -v "$CACHE/pip:/root/.cache/pip" \
+    "$IMAGE" /lib/systemd/systemd >/dev/null
+fi
+
+log "deploying site.yml into $NAME (first run: several minutes)"
+start=$SECONDS
+ansible-playbook -i inventory/local site.yml \
+  -e ansible_connection=containers.podman.podman \
+  -e "@$WORK/vault.yml" --vault-password-file "$WORK/vault-pass" \
+  -e superset_bind_address=0.0.0.0
+log "deployed in $((SECONDS - start)) s"
+
+admin_pw="$(ansible-vault view --vault-password-file "$WORK/vault-pass" "$WORK/vault.yml" |
+  sed -n 's/^vault_superset_admin_password: "\(.*\)"$/\1/p')"
+cat <<INFO
+
+  Superset:   http://127.0.0.1:$PORT/   user: admin   password: $admin_pw
+  Services:   podman exec $NAME systemctl status 'candlestack-*' tansu spark-master spark-worker postgresql@15-main
+  Logs:       podman exec $NAME journalctl -u 'candlestack-*' -f
+  Candles:    podman exec $NAME runuser -u postgres -- psql -d candlestack -c "SELECT symbol, timeframe, open_time, open, high, low, close, volume FROM candles ORDER BY open_time DESC LIMIT 10"
+  Secrets:    $WORK/vault.yml (ansible-vault view --vault-password-file $WORK/vault-pass $WORK/vault.yml)
+  Remove:     make down
+
+INFO
