@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 import time
-from types import FrameType
 
 from aggregator.jobs import Aggregator
 from aggregator.session import build_session
@@ -16,6 +13,7 @@ from candlestack import db, logs
 from candlestack import metrics as metrics_endpoint
 from candlestack.contract import normalise_symbol
 from candlestack.errors import ContractError, SettingsError
+from candlestack.lifecycle import stop_on_signals
 from candlestack.settings import AggregatorSettings
 
 log = logging.getLogger(__name__)
@@ -24,14 +22,7 @@ log = logging.getLogger(__name__)
 def main(args: argparse.Namespace) -> int:
     settings = AggregatorSettings.from_env()
     logs.setup(settings.log)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("stopping", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals(log)
     symbols = None
     if getattr(args, "symbols", None):
         try:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from types import FrameType
 from typing import Any
 
 import psycopg2
@@ -16,6 +14,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from candlestack import logs
 from candlestack import metrics as metrics_endpoint
 from candlestack.backoff import Backoff
+from candlestack.lifecycle import stop_on_signals
 from candlestack.settings import ConsumerSettings
 from consumer import metrics
 from consumer.batch import Batch, Record, build_batch
@@ -203,13 +202,6 @@ def main() -> int:
     settings = ConsumerSettings.from_env()
     logs.setup(settings.log)
     metrics_endpoint.serve(settings.metrics)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("stopping after the current batch", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals(log, "stopping after the current batch")
     IngestLoop(settings, stop=stop).run()
     return 0

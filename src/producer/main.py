@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-from types import FrameType
 
 from candlestack import logs
 from candlestack import metrics as metrics_endpoint
+from candlestack.lifecycle import stop_on_signals
 from candlestack.settings import ProducerSettings
 from producer.publisher import Publisher
 from producer.stream import TradeStream
@@ -22,14 +20,7 @@ def main() -> int:
     settings = ProducerSettings.from_env()
     logs.setup(settings.log)
     metrics_endpoint.serve(settings.metrics)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("stopping", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals(log)
     publisher = Publisher(settings.kafka, buffer_max_messages=settings.buffer_max_messages)
     TradeStream(settings, publisher, stop=stop).run()
     left = publisher.flush(FLUSH_TIMEOUT_S)
