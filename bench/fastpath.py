@@ -10,14 +10,13 @@ for valid messages (checked below).
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections.abc import Callable, Sequence
 
 from candlestack.contract import DECIMAL_PATTERN, MAX_TIME_MS, MIN_TIME_MS, SYMBOL_PATTERN, VERSION, Trade, decode
 from consumer.batch import Record, build_batch
-from consumer.store import _copy_text
+from consumer.store import copy_line
 
 _symbol = SYMBOL_PATTERN.match
 _decimal = DECIMAL_PATTERN.match
@@ -28,13 +27,7 @@ def current_lines(payloads: Sequence[bytes]) -> str:
     """What consumer.batch + consumer.store do today for a batch of valid trades."""
     records = [Record("t", 0, n, None, value) for n, value in enumerate(payloads)]
     batch = build_batch(records)
-    buffer = io.StringIO()
-    for t in batch.trades:
-        row = (t.symbol, t.trade_id, t.stream, t.price, t.qty, t.first_trade_id, t.last_trade_id,
-               t.trade_time, t.event_time, t.buyer_is_maker, t.ingest_time)
-        buffer.write("\t".join(map(_copy_text, row)))
-        buffer.write("\n")
-    return buffer.getvalue()
+    return "".join(map(copy_line, batch.trades))
 
 
 def _line(payload: bytes, loads: Callable[[bytes], object] = json.loads) -> str | None:
@@ -74,10 +67,7 @@ def prototype_lines(payloads: Sequence[bytes]) -> str:
         if line is None:  # the slow path: exact error (dead letter) or an unusual-but-valid message
             message = decode(payload)
             assert isinstance(message, Trade)
-            line = "\t".join(map(_copy_text, (
-                message.symbol, message.trade_id, message.stream, message.price, message.qty, message.first_trade_id,
-                message.last_trade_id, message.trade_time, message.event_time, message.buyer_is_maker,
-                message.ingest_time))) + "\n"
+            line = copy_line(message)
         parts.append(line)
     return "".join(parts)
 

@@ -12,6 +12,7 @@ import psycopg2.extensions
 from psycopg2.extras import execute_values
 
 from candlestack import db
+from candlestack.contract import Trade
 from candlestack.settings import PostgresSettings
 from consumer.batch import Batch
 
@@ -98,6 +99,13 @@ def _copy_text(value: object) -> str:
     return str(value)
 
 
+def copy_line(t: Trade) -> str:
+    """One row of ``trades_stage`` in COPY text format, columns as in STAGE_COLUMNS."""
+    row = (t.symbol, t.trade_id, t.stream, t.price, t.qty, t.first_trade_id, t.last_trade_id,
+           t.trade_time, t.event_time, t.buyer_is_maker, t.ingest_time)
+    return "\t".join(map(_copy_text, row)) + "\n"
+
+
 class TradeStore:
     """One connection, reused across batches; reconnects after a failure."""
 
@@ -139,13 +147,7 @@ class TradeStore:
                 if new_days:
                     cur.execute("SELECT ensure_trade_partitions(%s, %s)", (min(new_days), max(new_days)))
             if batch.trades:
-                buffer = io.StringIO()
-                for t in batch.trades:
-                    row = (t.symbol, t.trade_id, t.stream, t.price, t.qty, t.first_trade_id, t.last_trade_id,
-                           t.trade_time, t.event_time, t.buyer_is_maker, t.ingest_time)
-                    buffer.write("\t".join(map(_copy_text, row)))
-                    buffer.write("\n")
-                buffer.seek(0)
+                buffer = io.StringIO("".join(map(copy_line, batch.trades)))
                 cur.copy_from(buffer, "trades_stage", columns=STAGE_COLUMNS)
                 cur.execute(MERGE_SQL)
                 row = cur.fetchone()
