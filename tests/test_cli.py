@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -65,3 +66,20 @@ def test_aggregator_run_in_local_mode_then_status_and_retention(
     assert "dropped trades_20191011" in retention.stdout.splitlines()
     assert scalar(conn, "SELECT count(*) FROM trades") == 0
     assert scalar(conn, "SELECT count(*) FROM candles") > 0  # candles outlive the raw trades
+
+
+@pytest.mark.slow
+def test_reconcile_exits_only_after_its_spark_jvm(pg: Postgres, database: str) -> None:
+    """A oneshot unit's main process must be the last of its processes to exit.
+
+    The Spark JVM would otherwise outlive the CLI and systemd would kill it mid-shutdown (or,
+    in a container, wait TimeoutStopSec for a cgroup-empty event that never comes).
+    """
+    env = {"PATH": "/usr/bin:/bin", **pg.env(database), "CANDLESTACK_SPARK_MASTER": "local[1]"}
+    proc = subprocess.Popen(candlestack_command("aggregator", "reconcile", "--hours", "1"), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    assert "backfill done" in output
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # nothing of the job's process group is left: the JVM exited first

@@ -7,7 +7,7 @@ import logging
 import time
 
 from aggregator.jobs import Aggregator
-from aggregator.session import build_session
+from aggregator.session import build_session, stop_session
 from aggregator.windows import to_ms
 from candlestack import db, logs
 from candlestack import metrics as metrics_endpoint
@@ -45,6 +45,6 @@ def main(args: argparse.Namespace) -> int:
             now = int(time.time() * 1000)
             aggregator.backfill(now - int(args.hours * 3_600_000), now, stop=stop)
     finally:
-        spark.stop()
+        stop_session(spark)
         conn.close()
     return 0

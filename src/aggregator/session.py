@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from candlestack.settings import AggregatorSettings
@@ -29,6 +31,8 @@ def build_session(settings: AggregatorSettings, *, app_name: str = "candlestack-
     )
     if settings.executor_cores:
         builder = builder.config("spark.executor.cores", str(settings.executor_cores))
+    if settings.cores_max:
+        builder = builder.config("spark.cores.max", str(settings.cores_max))
     if settings.driver_host:
         builder = (builder.config("spark.driver.host", settings.driver_host)
                    .config("spark.driver.bindAddress", settings.driver_host))
@@ -36,3 +40,33 @@ def build_session(settings: AggregatorSettings, *, app_name: str = "candlestack-
     session.sparkContext.setLogLevel("WARN")
     log.info("spark session ready", extra={"master": settings.spark_master, "version": session.version})
     return session
+
+
+def stop_session(spark: SparkSession, *, jvm_exit_timeout_s: float = 60.0) -> None:
+    """Stop Spark and wait until the driver's JVM has exited.
+
+    PySpark leaves its gateway JVM running until the Python process ends (the JVM exits when
+    its stdin closes). Under systemd that JVM would outlive the unit's main process: systemd
+    then has to kill it mid-shutdown and, where cgroup-empty events are not delivered (systemd
+    in a container), a oneshot job hangs in stop-sigterm until TimeoutStopSec. Closing stdin
+    here and waiting makes the main process the last one to exit.
+    """
+    spark.stop()
+    gateway = SparkContext._gateway
+    proc = getattr(gateway, "proc", None) if gateway is not None else None
+    if gateway is None or proc is None:  # a gateway this process did not launch (e.g. spark-submit)
+        return
+    try:
+        gateway.shutdown()
+    except Exception:  # best effort: the JVM may already be gone
+        log.debug("py4j gateway shutdown failed", exc_info=True)
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=jvm_exit_timeout_s)
+    except subprocess.TimeoutExpired:
+        log.warning("the Spark JVM did not exit in time: killing it", extra={"pid": proc.pid})
+        proc.kill()
+        proc.wait()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
