@@ -48,6 +48,7 @@ def test_tcp_database_needs_a_password_but_a_socket_does_not() -> None:
     ({"CANDLESTACK_INTERVALS": "1m,7m"}, "CANDLESTACK_INTERVALS"),
     ({"CANDLESTACK_SPARK_MASTER": "yarn"}, "CANDLESTACK_SPARK_MASTER"),
     ({"CANDLESTACK_SPARK_EXECUTOR_MEMORY": "lots"}, "CANDLESTACK_SPARK_EXECUTOR_MEMORY"),
+    ({"CANDLESTACK_SPARK_CORES_MAX": "-1"}, "CANDLESTACK_SPARK_CORES_MAX"),
 ])
 def test_bad_aggregator_settings(environ: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError) as error:

@@ -294,6 +294,9 @@ class AggregatorSettings:
     driver_memory: str = "512m"
     executor_memory: str = "512m"
     executor_cores: int | None = None
+    # spark.cores.max: how many cluster cores this application may hold. The long-running
+    # aggregator caps itself so that a backfill can still get executors on a shared cluster.
+    cores_max: int | None = None
     # The address executors use to reach this driver (client mode); None lets Spark guess.
     driver_host: str | None = None
     tick_s: float = 2.0
@@ -312,6 +315,7 @@ class AggregatorSettings:
             if not memory_pattern.match(value):
                 raise SettingsError(PREFIX + name, f"expected a JVM size such as 512m or 2g, got {value!r}")
         cores = env.integer("SPARK_EXECUTOR_CORES", 0, maximum=1024)
+        cores_max = env.integer("SPARK_CORES_MAX", 0, maximum=65536)
         return cls(
             postgres=PostgresSettings.from_env(env, application_name="candlestack-aggregator"),
             metrics=MetricsSettings.from_env(env, default_port=9103),
@@ -322,6 +326,7 @@ class AggregatorSettings:
             driver_memory=memories["SPARK_DRIVER_MEMORY"],
             executor_memory=memories["SPARK_EXECUTOR_MEMORY"],
             executor_cores=cores or None,
+            cores_max=cores_max or None,
             driver_host=env.raw("SPARK_DRIVER_HOST"),
             tick_s=env.number("AGGREGATOR_TICK_S", 2.0, minimum=0.1),
             backfill_chunk_hours=env.integer("AGGREGATOR_BACKFILL_CHUNK_HOURS", 24, minimum=1, maximum=24 * 366),
