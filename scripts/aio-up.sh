@@ -14,7 +14,9 @@ CACHE="${MOLECULE_CACHE_DIR:-/var/cache/candlestack-molecule}"
 log() { printf '[make up] %s\n' "$*"; }
 
 export PATH="$("$ROOT/scripts/ansible-venv.sh"):$PATH"
-mkdir -p "$WORK" "$CACHE/pip" "$CACHE/apt/aio/partial"
+mkdir -p "$WORK" "$CACHE/apt/aio/partial"
+# Python wheels (Superset, pyspark...) built once on this machine and mounted read-only.
+"$ROOT/scripts/wheelhouse.sh"
 
 # A throwaway vault for this local deployment (kept in .work/, ignored by git).
 "$ROOT/scripts/make-vault.sh" "$WORK"
@@ -24,7 +26,8 @@ if ! podman container exists "$NAME"; then
   podman run -d --name "$NAME" --hostname "$NAME" --systemd=always \
     --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 \
     -p "127.0.0.1:$PORT:8088" \
-    -v "$CACHE/apt/aio:/var/cache/apt/archives" -v "$CACHE/pip:/root/.cache/pip" \
+    -v "$CACHE/apt/aio:/var/cache/apt/archives" \
+    -v "$CACHE/wheels:/var/cache/candlestack-wheels:ro" -v "$CACHE/pip.conf:/etc/pip.conf:ro" \
     "$IMAGE" /lib/systemd/systemd >/dev/null
 fi
 
@@ -35,6 +38,15 @@ ansible-playbook -i inventory/local site.yml \
   -e "@$WORK/vault.yml" --vault-password-file "$WORK/vault-pass" \
   -e superset_bind_address=0.0.0.0
 log "deployed in $((SECONDS - start)) s"
+
+log "waiting for the first candles (replay feed -> producer -> Kafka -> consumer -> PostgreSQL -> Spark)"
+count_sql="SELECT (SELECT count(*) FROM trades) || ' trades, ' || (SELECT count(*) FROM candles) || ' candles'"
+for _ in $(seq 60); do
+  counts="$(podman exec "$NAME" runuser -u postgres -- psql -d candlestack -Atc "$count_sql" 2>/dev/null || true)"
+  log "  ${counts:-database not answering yet}"
+  [[ "$counts" =~ ,\ [1-9][0-9]*\ candles ]] && break
+  sleep 5
+done
 
 admin_pw="$(ansible-vault view --vault-password-file "$WORK/vault-pass" "$WORK/vault.yml" |
   sed -n 's/^vault_superset_admin_password: "\(.*\)"$/\1/p')"

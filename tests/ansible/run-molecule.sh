@@ -13,7 +13,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$ROOT/scripts/containers.conf}"
-# One apt/pip cache on the host, mounted into every container (see .config/molecule/config.yml).
+# Host caches mounted into every container: apt archives (one directory per container) and a wheelhouse.
 export MOLECULE_CACHE_DIR="${MOLECULE_CACHE_DIR:-/var/cache/candlestack-molecule}"
 export PY_COLORS=0 ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0
 command="${MOLECULE_COMMAND:-test}"
@@ -41,7 +41,8 @@ fi
 "$ROOT/scripts/molecule-image.sh"
 VENV_BIN="$("$ROOT/scripts/ansible-venv.sh")"
 export PATH="$VENV_BIN:$PATH"
-mkdir -p "$MOLECULE_CACHE_DIR/pip"
+# Wheels for Superset, pyspark and the rest, mounted read-only into every container.
+"$ROOT/scripts/wheelhouse.sh"
 # One apt archive directory per container name (two containers that share one would fight
 # over apt's lock); create every one the scenarios mount.
 grep -rhoE 'candlestack-molecule\}/apt/[A-Za-z0-9_.-]+' roles/*/molecule molecule 2>/dev/null |

