@@ -2,7 +2,7 @@
 
 Runs the pinned linters from .venv-ansible/ (created by scripts/ansible-venv.sh on first
 use), the playbook syntax check against both inventories, `vagrant validate`, and checks
-that the Vagrantfile and inventory/cluster describe the same hosts and groups.
+that the Vagrantfile, the inventories and molecule/cluster describe the same hosts and groups.
 Skipped when the tools cannot be installed (no network and no venv yet).
 """
 
@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_GROUPS = {"postgresql", "kafka", "spark_master", "spark_worker", "superset", "pipeline"}
@@ -49,7 +50,7 @@ def test_ansible_lint_production_profile(venv_bin: Path) -> None:
     _ok(_run(["ansible-lint", "--profile", "production", "--offline"], venv_bin))
 
 
-@pytest.mark.parametrize("inventory", ["inventory/local", "inventory/cluster"])
+@pytest.mark.parametrize("inventory", ["inventory/local", "inventory/lab", "inventory/cluster"])
 def test_site_syntax(venv_bin: Path, inventory: str) -> None:
     _ok(_run(["ansible-playbook", "--syntax-check", "-i", inventory, "site.yml"], venv_bin))
 
@@ -61,29 +62,28 @@ def test_layer_playbooks_syntax(venv_bin: Path, playbook: str) -> None:
     _ok(_run(["ansible-playbook", "--syntax-check", "-i", "inventory/cluster", f"playbooks/{playbook}.yml"], venv_bin))
 
 
-def _vagrant_shape(tmp_path: Path) -> dict[str, object]:
+def _vagrant_shape(tmp_path: Path, inventory: str | None) -> dict[str, object]:
+    """Run `vagrant validate` (with CANDLESTACK_INVENTORY, or its default when None) and read the VMs it defines."""
     if shutil.which("vagrant") is None:
         pytest.skip("vagrant is not installed (apt-get install -y --no-install-recommends vagrant)")
-    dump = tmp_path / "vagrant.json"
+    dump = tmp_path / f"vagrant-{(inventory or 'default').replace('/', '-')}.json"
+    env = dict(os.environ, CANDLESTACK_VAGRANT_DUMP=str(dump))
+    env.pop("CANDLESTACK_INVENTORY", None)
+    if inventory:
+        env["CANDLESTACK_INVENTORY"] = inventory
     proc = subprocess.run(
         ["vagrant", "validate", "--ignore-provider"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
-        env=dict(os.environ, CANDLESTACK_VAGRANT_DUMP=str(dump)),
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False, env=env,
     )
     _ok(proc)
     return json.loads(dump.read_text())
 
 
-def test_vagrant_validate(tmp_path: Path) -> None:
-    _vagrant_shape(tmp_path)
-
-
-def test_vagrantfile_matches_cluster_inventory(venv_bin: Path, tmp_path: Path) -> None:
-    vagrant = _vagrant_shape(tmp_path)
-    proc = _run(["ansible-inventory", "-i", "inventory/cluster", "--list"], venv_bin)
+def _inventory(inventory: str, venv_bin: Path) -> tuple[dict[str, list[str]], dict[str, dict[str, object]]]:
+    """Groups (children resolved) and host vars as Ansible itself reads the inventory."""
+    proc = _run(["ansible-inventory", "-i", inventory, "--list"], venv_bin)
     _ok(proc)
     inv = json.loads(proc.stdout)
-    inventory_hosts = sorted(inv["_meta"]["hostvars"])
 
     def members(group: str) -> list[str]:
         node = inv.get(group, {})
@@ -92,12 +92,38 @@ def test_vagrantfile_matches_cluster_inventory(venv_bin: Path, tmp_path: Path) -
             hosts += members(child)
         return sorted(set(hosts))
 
-    assert sorted(vagrant["hosts"]) == inventory_hosts
+    groups = {group: members(group) for group in CLUSTER_GROUPS}
+    return groups, inv["_meta"]["hostvars"]
+
+
+@pytest.mark.parametrize("inventory", ["inventory/lab", "inventory/cluster"])
+def test_vagrantfile_matches_inventory(venv_bin: Path, tmp_path: Path, inventory: str) -> None:
+    vagrant = _vagrant_shape(tmp_path, inventory)
+    groups, hostvars = _inventory(inventory, venv_bin)
+    assert sorted(vagrant["hosts"]) == sorted(hostvars)
     assert set(vagrant["groups"]) >= CLUSTER_GROUPS
     for group, hosts in vagrant["groups"].items():
-        assert sorted(hosts) == members(group), group
+        assert sorted(hosts) == groups.get(group, []), group
     for group in CLUSTER_GROUPS:
-        assert members(group), f"inventory/cluster has no host in {group}"
+        assert groups[group], f"{inventory} has no host in {group}"
+
+
+def test_vagrant_defaults_to_the_lab_that_molecule_tests(tmp_path: Path) -> None:
+    assert _vagrant_shape(tmp_path, None) == _vagrant_shape(tmp_path, "inventory/lab")
+
+
+def test_molecule_cluster_is_the_lab_inventory(venv_bin: Path) -> None:
+    """molecule/cluster runs the lab's hosts, groups and addresses: what CI proves is what `vagrant up` builds."""
+    scenario = yaml.safe_load((ROOT / "molecule" / "cluster" / "molecule.yml").read_text())
+    groups, hostvars = _inventory("inventory/lab", venv_bin)
+    platforms = {p["name"]: p for p in scenario["platforms"]}
+    assert sorted(platforms) == sorted(hostvars)
+    for group, hosts in groups.items():
+        assert sorted(n for n, p in platforms.items() if group in p["groups"]) == hosts, group
+    for name, platform in platforms.items():
+        assert platform["ip"] == hostvars[name]["private_address"], name
+    links = scenario["provisioner"]["inventory"]["links"]
+    assert links == {"hosts": "../../inventory/lab/hosts.yml", "group_vars": "../../inventory/lab/group_vars/"}
 
 
 def test_local_inventory_has_one_host_in_every_group(venv_bin: Path) -> None:
