@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_GROUPS = {"postgresql", "kafka", "spark_master", "spark_worker", "superset", "pipeline"}
@@ -114,7 +113,12 @@ def test_vagrant_defaults_to_the_lab_that_molecule_tests(tmp_path: Path) -> None
 
 def test_molecule_cluster_is_the_lab_inventory(venv_bin: Path) -> None:
     """molecule/cluster runs the lab's hosts, groups and addresses: what CI proves is what `vagrant up` builds."""
-    scenario = yaml.safe_load((ROOT / "molecule" / "cluster" / "molecule.yml").read_text())
+    # PyYAML lives in the Ansible venv, not in the project's.
+    to_json = "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"
+    scenario_file = ROOT / "molecule" / "cluster" / "molecule.yml"
+    proc = _run([str(venv_bin / "python"), "-c", to_json], venv_bin, input=scenario_file.read_text())
+    _ok(proc)
+    scenario = json.loads(proc.stdout)
     groups, hostvars = _inventory("inventory/lab", venv_bin)
     platforms = {p["name"]: p for p in scenario["platforms"]}
     assert sorted(platforms) == sorted(hostvars)
