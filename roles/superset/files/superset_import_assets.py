@@ -36,20 +36,33 @@ BUNDLE_ROOT = "candlestack_assets"
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 
 
-def render_contents(bundle_dir: Path, substitutions: dict[str, str]) -> dict[str, str]:
-    """Read every YAML file under ``bundle_dir`` and apply the placeholder substitutions.
+def read_bundle_dir(bundle_dir: Path) -> dict[str, str]:
+    """Every YAML file under ``bundle_dir``, keyed by its bundle-relative path (``charts/x.yaml``)."""
+    return {path.relative_to(bundle_dir).as_posix(): path.read_text(encoding="utf-8")
+            for path in sorted(bundle_dir.rglob("*.yaml"))}
+
+
+def read_bundle_json(bundle_json: Path) -> dict[str, str]:
+    """The bundle as the role writes it: one JSON object mapping bundle paths to YAML text."""
+    data = json.loads(bundle_json.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise SystemExit(f"error: {bundle_json} is not a JSON object of path -> text")
+    return dict(sorted(data.items()))
+
+
+def render_contents(sources: dict[str, str], substitutions: dict[str, str]) -> dict[str, str]:
+    """Apply the placeholder substitutions to every file of the bundle.
 
     Returns a mapping of bundle-relative path (``charts/x.yaml``) to text, the shape
     ``ImportAssetsCommand`` expects.
     """
     contents: dict[str, str] = {}
-    for path in sorted(bundle_dir.rglob("*.yaml")):
-        text = path.read_text(encoding="utf-8")
+    for name, text in sources.items():
         for placeholder, value in substitutions.items():
             text = text.replace(placeholder, value)
-        contents[path.relative_to(bundle_dir).as_posix()] = text
+        contents[name] = text
     if "metadata.yaml" not in contents:
-        raise SystemExit(f"error: {bundle_dir} has no metadata.yaml")
+        raise SystemExit("error: the bundle has no metadata.yaml")
     return contents
 
 
@@ -96,7 +109,9 @@ def import_bundle(contents: dict[str, str], passwords: dict[str, str], username:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle-dir", type=Path, required=True, help="assets source directory")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bundle-dir", type=Path, help="assets source directory (YAML files)")
+    source.add_argument("--bundle-json", type=Path, help="the same as one JSON file: bundle path -> YAML text")
     parser.add_argument("--username", required=True, help="Superset user that owns the imports")
     parser.add_argument("--marker", type=Path, help="checksum of the last successful import")
     parser.add_argument("--zip-out", type=Path, help="also write the rendered bundle as a zip here")
@@ -106,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     substitutions: dict[str, str] = params.get("substitutions") or {}
     passwords: dict[str, str] = params.get("passwords") or {}
 
-    contents = render_contents(args.bundle_dir, substitutions)
+    sources = read_bundle_json(args.bundle_json) if args.bundle_json else read_bundle_dir(args.bundle_dir)
+    contents = render_contents(sources, substitutions)
     leftover = sorted(name for name, text in contents.items() if any(p in text for p in ("__CANDLESTACK_",)))
     if leftover:
         print(f"error: placeholders left unsubstituted in {', '.join(leftover)}", file=sys.stderr)
