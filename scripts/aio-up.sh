@@ -33,8 +33,10 @@ fi
 
 log "deploying site.yml into $NAME (first run: several minutes)"
 start=$SECONDS
+# The podman connection with pipelining that the Molecule scenarios use: one exec per task.
+ANSIBLE_CONNECTION_PLUGINS="$ROOT/tests/ansible/connection_plugins" ANSIBLE_PIPELINING=true \
 ansible-playbook -i inventory/local site.yml \
-  -e ansible_connection=containers.podman.podman \
+  -e ansible_connection=candlestack_podman \
   -e "@$WORK/vault.yml" --vault-password-file "$WORK/vault-pass" \
   -e superset_bind_address=0.0.0.0
 log "deployed in $((SECONDS - start)) s"

@@ -8,6 +8,7 @@
 # Installs what it needs (podman, runc, debootstrap; .venv-ansible/; the image),
 # prints each scenario's duration and stops at the first failure.
 # MOLECULE_COMMAND=converge (or verify, destroy...) runs one step instead of `test`.
+# MOLECULE_LANES=2 runs the full-stack scenarios beside the role scenarios (CI does).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -48,35 +49,80 @@ export PATH="$VENV_BIN:$PATH"
 grep -rhoE 'candlestack-molecule\}/apt/[A-Za-z0-9_.-]+' roles/*/molecule molecule 2>/dev/null |
   sed 's|.*/apt/||' | sort -u | while read -r dir; do mkdir -p "$MOLECULE_CACHE_DIR/apt/$dir/partial"; done
 
+# The cluster scenario's network, with inventory/lab's subnet (Molecule's schema has no subnet).
+podman network exists candlestack-lab ||
+  podman network create --subnet 192.168.57.0/24 candlestack-lab >/dev/null
+
 # Throwaway secrets for the top-level scenarios (provisioner options in molecule/*/molecule.yml).
 CANDLESTACK_TEST_VAULT_DIR="$(mktemp -d /tmp/candlestack-vault.XXXXXX)"
 export CANDLESTACK_TEST_VAULT_DIR
 trap 'rm -rf "$CANDLESTACK_TEST_VAULT_DIR"' EXIT
 "$ROOT/scripts/make-vault.sh" "$CANDLESTACK_TEST_VAULT_DIR"
 
-declare -a summary=()
-total_start=$SECONDS
-for scenario in "${scenarios[@]}"; do
+run_scenario() {  # run_scenario NAME: one scenario in its own directory; returns molecule's status
+  local scenario=$1 dir name
   if [[ -f "molecule/$scenario/molecule.yml" ]]; then
     dir="$ROOT"; name="$scenario"
   elif [[ -f "roles/$scenario/molecule/default/molecule.yml" ]]; then
     dir="$ROOT/roles/$scenario"; name=default
   else
-    log "no scenario called $scenario"; exit 2
+    log "no scenario called $scenario"; return 2
   fi
   log "=== $scenario: molecule $command (in ${dir#"$ROOT"/}) ==="
-  start=$SECONDS
-  if (cd "$dir" && molecule "$command" --scenario-name "$name"); then
-    summary+=("$(printf '%-16s %-6s %4d s' "$scenario" ok $((SECONDS - start)))")
-    log "=== $scenario: ok in $((SECONDS - start)) s ==="
-  else
-    rc=$?
-    summary+=("$(printf '%-16s %-6s %4d s' "$scenario" FAILED $((SECONDS - start)))")
-    log "=== $scenario: FAILED (rc $rc) after $((SECONDS - start)) s ==="
-    printf '%s\n' "${summary[@]}"
-    exit "$rc"
-  fi
-done
+  (cd "$dir" && molecule "$command" --scenario-name "$name")
+}
+
+run_lane() {  # run_lane SCENARIO...: one after the other, stop at the first failure
+  local scenario start rc
+  for scenario in "$@"; do
+    start=$SECONDS
+    if [[ -n "${LANE_LOG_DIR:-}" ]]; then
+      run_scenario "$scenario" >"$LANE_LOG_DIR/$scenario.log" 2>&1 && rc=0 || rc=$?
+    else
+      run_scenario "$scenario" && rc=0 || rc=$?
+    fi
+    if ((rc == 0)); then
+      log "=== $scenario: ok in $((SECONDS - start)) s ==="
+      printf '%-16s %-6s %4d s\n' "$scenario" ok $((SECONDS - start)) >>"$SUMMARY_FILE"
+    else
+      log "=== $scenario: FAILED (rc $rc) after $((SECONDS - start)) s ==="
+      printf '%-16s %-6s %4d s\n' "$scenario" FAILED $((SECONDS - start)) >>"$SUMMARY_FILE"
+      if [[ -n "${LANE_LOG_DIR:-}" ]]; then
+        log "--- last 200 lines of $scenario's log ($LANE_LOG_DIR/$scenario.log) ---"
+        tail -n 200 "$LANE_LOG_DIR/$scenario.log"
+      fi
+      return "$rc"
+    fi
+  done
+}
+
+SUMMARY_FILE="$CANDLESTACK_TEST_VAULT_DIR/summary"
+: >"$SUMMARY_FILE"
+total_start=$SECONDS
+rc=0
+if [[ "${MOLECULE_LANES:-1}" == 2 && ${#scenarios[@]} -gt 1 ]]; then
+  # Two lanes: the two full-stack scenarios (all-in-one, cluster) in one, everything else in
+  # the other, so that at most one whole deployment runs at a time. Much of a scenario is
+  # waiting (podman exec, downloads, services starting), so two lanes share 2 cores well.
+  # Each scenario logs to its own file; a failure prints the end of that log.
+  LANE_LOG_DIR="$(mktemp -d /tmp/candlestack-molecule-logs.XXXXXX)"
+  export LANE_LOG_DIR
+  log "two lanes; full logs in $LANE_LOG_DIR"
+  declare -a heavy=() light=()
+  for scenario in "${scenarios[@]}"; do
+    case "$scenario" in all-in-one | cluster) heavy+=("$scenario") ;; *) light+=("$scenario") ;; esac
+  done
+  run_lane "${heavy[@]}" &
+  heavy_pid=$!
+  run_lane "${light[@]}" || rc=$?
+  wait "$heavy_pid" || rc=$?
+else
+  run_lane "${scenarios[@]}" || rc=$?
+fi
 log "durations:"
-printf '  %s\n' "${summary[@]}"
+sed 's/^/  /' "$SUMMARY_FILE"
+if ((rc != 0)); then
+  log "a scenario failed (rc $rc) after $((SECONDS - total_start)) s"
+  exit "$rc"
+fi
 log "all ${#scenarios[@]} scenario(s) passed in $((SECONDS - total_start)) s"
