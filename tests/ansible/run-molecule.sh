@@ -49,7 +49,8 @@ export PATH="$VENV_BIN:$PATH"
 grep -rhoE 'candlestack-molecule\}/apt/[A-Za-z0-9_.-]+' roles/*/molecule molecule 2>/dev/null |
   sed 's|.*/apt/||' | sort -u | while read -r dir; do mkdir -p "$MOLECULE_CACHE_DIR/apt/$dir/partial"; done
 
-# The cluster scenario's network, with inventory/lab's subnet (Molecule's schema has no subnet).
+# The cluster scenario's network with inventory/lab's subnet (Molecule can create a network but
+# not with a subnet, so the scenario only joins this one).
 podman network exists candlestack-lab ||
   podman network create --subnet 192.168.57.0/24 candlestack-lab >/dev/null
 

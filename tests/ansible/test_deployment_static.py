@@ -125,7 +125,7 @@ def test_molecule_cluster_is_the_lab_inventory(venv_bin: Path) -> None:
     for group, hosts in groups.items():
         assert sorted(n for n, p in platforms.items() if group in p["groups"]) == hosts, group
     for name, platform in platforms.items():
-        assert platform["ip"] == hostvars[name]["private_address"], name
+        assert f"--ip={hostvars[name]['private_address']}" in platform["extra_opts"], name
     links = scenario["provisioner"]["inventory"]["links"]
     assert links == {"hosts": "../../inventory/lab/hosts.yml", "group_vars": "../../inventory/lab/group_vars/"}
 
