@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Static checks of the deployment code (tests/ansible/test_deployment_static.py):
 # yamllint, ansible-lint (production profile), syntax checks of site.yml and the layer
-# playbooks against both inventories, vagrant validate, Vagrantfile vs inventory/cluster.
+# playbooks against the three inventories, vagrant validate, Vagrantfile vs inventory/lab and
+# inventory/cluster, molecule/cluster vs inventory/lab.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
