@@ -53,7 +53,7 @@ def stop_session(spark: SparkSession, *, jvm_exit_timeout_s: float = 60.0) -> No
     """
     spark.stop()
     gateway = SparkContext._gateway
-    proc = getattr(gateway, "proc", None) if gateway is not None else None
+    proc = getattr(gateway, "proc", None)
     if gateway is None or proc is None:  # a gateway this process did not launch (e.g. spark-submit)
         return
     try:
