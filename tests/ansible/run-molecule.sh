@@ -74,7 +74,7 @@ run_scenario() {  # run_scenario NAME: one scenario in its own directory; return
 }
 
 run_lane() {  # run_lane SCENARIO...: one after the other, stop at the first failure
-  local scenario start rc
+  local scenario start rc status
   for scenario in "$@"; do
     start=$SECONDS
     if [[ -n "${LANE_LOG_DIR:-}" ]]; then
@@ -82,12 +82,11 @@ run_lane() {  # run_lane SCENARIO...: one after the other, stop at the first fai
     else
       run_scenario "$scenario" && rc=0 || rc=$?
     fi
-    if ((rc == 0)); then
-      log "=== $scenario: ok in $((SECONDS - start)) s ==="
-      printf '%-16s %-6s %4d s\n' "$scenario" ok $((SECONDS - start)) >>"$SUMMARY_FILE"
-    else
-      log "=== $scenario: FAILED (rc $rc) after $((SECONDS - start)) s ==="
-      printf '%-16s %-6s %4d s\n' "$scenario" FAILED $((SECONDS - start)) >>"$SUMMARY_FILE"
+    status=ok
+    ((rc == 0)) || status="FAILED (rc $rc)"
+    log "=== $scenario: $status after $((SECONDS - start)) s ==="
+    printf '%-16s %-6s %4d s\n' "$scenario" "${status%% *}" $((SECONDS - start)) >>"$SUMMARY_FILE"
+    if ((rc != 0)); then
       if [[ -n "${LANE_LOG_DIR:-}" ]]; then
         log "--- last 200 lines of $scenario's log ($LANE_LOG_DIR/$scenario.log) ---"
         tail -n 200 "$LANE_LOG_DIR/$scenario.log"
