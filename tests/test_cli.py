@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -81,5 +80,19 @@ def test_reconcile_exits_only_after_its_spark_jvm(pg: Postgres, database: str) -
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output
     assert "backfill done" in output
-    with pytest.raises(ProcessLookupError):
-        os.killpg(proc.pid, 0)  # nothing of the job's process group is left: the JVM exited first
+    # Nothing of the job is left, not even a zombie: the JVM and its children exited and were reaped.
+    assert processes_in_group(proc.pid) == []
+
+
+def processes_in_group(pgid: int) -> list[str]:
+    """State and command line of each process in process group ``pgid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                cmdline = (stat.parent / "cmdline").read_text().replace("\0", " ")
+                found.append(f"{stat.parent.name} {fields[0]} {cmdline[:200]}")
+        except (OSError, IndexError, ValueError):
+            continue  # the process went away while we looked
+    return found

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import subprocess
+import time
 
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
@@ -51,6 +54,7 @@ def stop_session(spark: SparkSession, *, jvm_exit_timeout_s: float = 60.0) -> No
     in a container), a oneshot job hangs in stop-sigterm until TimeoutStopSec. Closing stdin
     here and waiting makes the main process the last one to exit.
     """
+    adopt_orphaned_descendants()
     spark.stop()
     gateway = SparkContext._gateway
     proc = getattr(gateway, "proc", None)
@@ -70,3 +74,34 @@ def stop_session(spark: SparkSession, *, jvm_exit_timeout_s: float = 60.0) -> No
         proc.wait()
     SparkContext._gateway = None
     SparkContext._jvm = None
+    reap_adopted_children(timeout_s=jvm_exit_timeout_s)
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def adopt_orphaned_descendants() -> None:
+    """Become the reaper of descendants orphaned from now on (Linux ``PR_SET_CHILD_SUBREAPER``).
+
+    The JVM's own children (PySpark's Python workers) may outlive it by a moment; as our
+    adoptees they can be waited for, instead of lingering in the unit after its main process.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            log.debug("prctl(PR_SET_CHILD_SUBREAPER) failed", extra={"errno": ctypes.get_errno()})
+    except (OSError, AttributeError):  # not Linux: orphans go to init as usual
+        log.debug("no prctl here", exc_info=True)
+
+
+def reap_adopted_children(*, timeout_s: float) -> None:
+    """Wait until this process has no children left, or ``timeout_s`` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return  # none left
+        if pid == 0:
+            time.sleep(0.05)  # children still running
+    log.warning("child processes still running after the Spark JVM exited", extra={"timeout_s": timeout_s})
