@@ -1,10 +1,10 @@
 # Test-only connection plugin for the Molecule scenarios: containers.podman.podman with
 # pipelining. The upstream plugin runs `podman exec` without -i, so it cannot pipe a module
 # into the container and Ansible falls back to mkdir + copy + exec + rm per task; with
-# `podman exec -i` a task is one exec. With CANDLESTACK_PODMAN_NSENTER=true (as root) it
-# enters the container's namespaces with nsenter instead: about 20 ms per task rather than
-# 250-450 ms for `podman exec`, which is most of a task's cost on these containers. It also
-# mounts the container only when a file is transferred.
+# `podman exec -i` a task is one exec. As root it enters the container's namespaces with
+# nsenter instead: about 20 ms per task rather than 250-450 ms for `podman exec`, which is
+# most of a task's cost on these containers (CANDLESTACK_PODMAN_NSENTER=false turns that
+# off). It also mounts the container only when a file is transferred.
 # Selected by .config/molecule/config.yml (provisioner.connection_options).
 # GNU General Public License v3.0+ (derived from containers.podman's podman connection plugin)
 
@@ -54,8 +54,7 @@ DOCUMENTATION = """
             the controller's cgroup and capabilities. A JVM's container support then fails to
             read its cgroup (Spark dies with InstanceNotFoundException java.nio:type=BufferPool),
             so JVMs started by a task get C(-XX:-UseContainerSupport).
-          - Off by default until a full CI run has passed with it.
-        default: false
+        default: true
         type: boolean
         env:
           - name: CANDLESTACK_PODMAN_NSENTER
