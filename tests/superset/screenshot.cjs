@@ -4,6 +4,16 @@
 'use strict';
 const { chromium } = require('playwright-core');
 
+// Both waits below have timed out in CI now and then (about 1 run in 3 on 2026-11-27, not
+// before): say where the page was, keep what it showed, and fail as before.
+async function explain(page, errors, what, err) {
+  const shot = `${process.env.OUT}.failed.png`;
+  await page.screenshot({ path: shot, fullPage: false }).catch(() => {});
+  console.error(`${what} after 60 s at ${page.url()} (title ${JSON.stringify(await page.title())}); `
+    + `screenshot ${shot}; page errors: ${JSON.stringify(errors)}`);
+  throw err;
+}
+
 async function main() {
   const base = process.env.SUPERSET_URL;
   const browser = await chromium.launch({
@@ -28,13 +38,15 @@ async function main() {
     await page.fill('input[name="username"], input#username', process.env.SUPERSET_USER);
     await page.fill('input[type="password"]', process.env.SUPERSET_PASSWORD);
     await Promise.all([
-      page.waitForURL((url) => !url.pathname.startsWith('/login'), { timeout: 60000 }),
+      page.waitForURL((url) => !url.pathname.startsWith('/login'), { timeout: 60000 })
+        .catch((err) => explain(page, errors, 'still on the login page', err)),
       page.keyboard.press('Enter'),
     ]);
     // Not 'networkidle': the dashboards refresh themselves, the network is never idle for long.
     await page.goto(`${base}/superset/dashboard/${process.env.DASHBOARD}/`,
       { waitUntil: 'domcontentloaded', timeout: 90000 });
-    await page.waitForSelector('.dashboard-chart, .chart-container', { timeout: 60000 });
+    await page.waitForSelector('.dashboard-chart, .chart-container', { timeout: 60000 })
+      .catch((err) => explain(page, errors, 'no chart', err));
     // The candlestick is the Handlebars chart's SVG: wait until its candles are drawn.
     if (process.env.DASHBOARD === 'candlestack-markets') {
       await page.waitForFunction(() => document.querySelectorAll('svg rect').length >= 60,
