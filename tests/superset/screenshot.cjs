@@ -4,8 +4,8 @@
 'use strict';
 const { chromium } = require('playwright-core');
 
-// Both waits below have timed out in CI now and then (about 1 run in 3 on 2026-11-27, not
-// before): say where the page was, keep what it showed, and fail as before.
+// If a wait below times out, say where the page was and keep what it showed. (The login wait
+// used to time out about 1 run in 3: superset_config.py's FLASK_APP_MUTATOR explains why.)
 async function explain(page, errors, what, err) {
   const shot = `${process.env.OUT}.failed.png`;
   await page.screenshot({ path: shot, fullPage: false }).catch(() => {});

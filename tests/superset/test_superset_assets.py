@@ -656,6 +656,37 @@ def test_candlestick_geometry_is_sensible(
         assert any(r["color"] == "#9e9e9e" for r in candles), "filler candle drawn grey"
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def test_a_signed_out_event_beacon_leaves_the_session_cookie_alone(imported: Superset) -> None:
+    """The login page's unload beacon must not re-set the signed-out cookie (apache/superset#36186).
+
+    The beacon to /superset/log/ leaves while the login POST is in flight. Superset answers a
+    signed-out beacon with a redirect to /login/ and a Set-Cookie of the old session; arriving
+    after the login's answer, that cookie signed the browser out again (3 logins in 25).
+    """
+    opener = urllib.request.build_opener(_NoRedirects)
+    with opener.open(imported.url + "/login/", timeout=30) as page:
+        cookie = page.headers["Set-Cookie"].split(";", 1)[0]
+    assert cookie.startswith("session=")
+    beacon = urllib.request.Request(
+        imported.url + "/superset/log/?explode=events",
+        data=b"events=%5B%5D",
+        method="POST",
+        headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    try:
+        opener.open(beacon, timeout=30)
+    except urllib.error.HTTPError as answer:
+        status, headers = answer.code, answer.headers
+    else:
+        raise AssertionError("a signed-out event beacon was accepted")
+    assert (status, headers.get_all("Set-Cookie")) == (401, None)
+
+
 def test_dashboard_screenshots(imported: Superset, token: str) -> None:
     """Screenshots both dashboards with headless Chromium, when it is installed.
 
