@@ -6,7 +6,7 @@
 #   tests/ansible/run-molecule.sh all-in-one      # molecule/all-in-one
 #
 # Installs what it needs (podman, runc, debootstrap; .venv-ansible/; the image),
-# prints each scenario's duration and stops at the first failure.
+# prints each scenario's duration and stops at the first failure (in either lane).
 # MOLECULE_COMMAND=converge (or verify, destroy...) runs one step instead of `test`.
 # MOLECULE_LANES=2 runs the full-stack scenarios beside the role scenarios (CI does).
 set -euo pipefail
@@ -73,9 +73,14 @@ run_scenario() {  # run_scenario NAME: one scenario in its own directory; return
   (cd "$dir" && molecule "$command" --scenario-name "$name")
 }
 
-run_lane() {  # run_lane SCENARIO...: one after the other, stop at the first failure
+run_lane() {  # run_lane SCENARIO...: one after the other, stop at the first failure (in either lane)
   local scenario start rc status
   for scenario in "$@"; do
+    if [[ -e "$FAILED_MARKER" ]]; then
+      log "=== $scenario: skipped, $(cat "$FAILED_MARKER") failed ==="
+      printf '%-16s %-6s %4s\n' "$scenario" skipped - >>"$SUMMARY_FILE"
+      continue
+    fi
     start=$SECONDS
     if [[ -n "${LANE_LOG_DIR:-}" ]]; then
       run_scenario "$scenario" >"$LANE_LOG_DIR/$scenario.log" 2>&1 && rc=0 || rc=$?
@@ -87,6 +92,7 @@ run_lane() {  # run_lane SCENARIO...: one after the other, stop at the first fai
     log "=== $scenario: $status after $((SECONDS - start)) s ==="
     printf '%-16s %-6s %4d s\n' "$scenario" "${status%% *}" $((SECONDS - start)) >>"$SUMMARY_FILE"
     if ((rc != 0)); then
+      echo "$scenario" >"$FAILED_MARKER"
       if [[ -n "${LANE_LOG_DIR:-}" ]]; then
         log "--- last 200 lines of $scenario's log ($LANE_LOG_DIR/$scenario.log) ---"
         tail -n 200 "$LANE_LOG_DIR/$scenario.log"
@@ -97,6 +103,9 @@ run_lane() {  # run_lane SCENARIO...: one after the other, stop at the first fai
 }
 
 SUMMARY_FILE="$CANDLESTACK_TEST_VAULT_DIR/summary"
+# Written by the first scenario that fails: the other lane then starts no new scenario (the one
+# it is running finishes, so that Molecule still destroys its containers).
+FAILED_MARKER="$CANDLESTACK_TEST_VAULT_DIR/failed"
 : >"$SUMMARY_FILE"
 total_start=$SECONDS
 rc=0
