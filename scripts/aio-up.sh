@@ -33,7 +33,8 @@ fi
 
 log "deploying site.yml into $NAME (first run: several minutes)"
 start=$SECONDS
-# The podman connection with pipelining that the Molecule scenarios use: one exec per task.
+# The connection the Molecule scenarios use, with pipelining: one nsenter (as root) or one
+# `podman exec` (otherwise) per task.
 # -c, not -e ansible_connection: an extra var would also apply to the tasks delegated to the
 # controller (the wheel build) and send them into a container called "localhost".
 ANSIBLE_CONNECTION_PLUGINS="$ROOT/tests/ansible/connection_plugins" ANSIBLE_PIPELINING=true \
