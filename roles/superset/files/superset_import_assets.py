@@ -57,7 +57,8 @@ def render_contents(sources: dict[str, str], substitutions: dict[str, str]) -> d
     ``ImportAssetsCommand`` expects.
     """
     contents: dict[str, str] = {}
-    for name, text in sources.items():
+    for name, source in sources.items():
+        text = source
         for placeholder, value in substitutions.items():
             text = text.replace(placeholder, value)
         contents[name] = text

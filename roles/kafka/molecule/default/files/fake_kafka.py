@@ -17,8 +17,8 @@ import uuid
 def props(path):
     out = {}
     with open(path) as fh:
-        for line in fh:
-            line = line.strip()
+        for raw in fh:
+            line = raw.strip()
             if line and not line.startswith("#") and "=" in line:
                 key, value = line.split("=", 1)
                 out[key] = value
