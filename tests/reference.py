@@ -1,4 +1,4 @@
-"""The real Binance data in ../shared and an independent candle computation to check against."""
+"""The real Binance data in tests/data and an independent candle computation to check against."""
 
 from __future__ import annotations
 

@@ -35,12 +35,11 @@ from replay.sources import CsvSource, SyntheticSource, looped, parse_csv_argumen
 from replay.streams import RequestError, Stream, parse_path, parse_request
 
 ROOT = Path(__file__).resolve().parents[1]
-XRPETH_CSV = ROOT.parent / "shared" / "data" / "binance" / "XRPETH-aggTrades-2019-10-11_to_2019-10-13.csv"
+XRPETH_CSV = ROOT / "tests" / "data" / "binance" / "XRPETH-aggTrades-2019-10-11_to_2019-10-13.csv"
 XRPETH_ROWS = 12_477
 XRPETH_FIRST_ID = 13_519_807
 NOW_MS = 1_700_000_000_000
 
-needs_csv = pytest.mark.skipif(not XRPETH_CSV.exists(), reason="shared Binance data not available")
 
 
 def _trade(symbol: str = "BTCUSDT", trade_id: int = 1, time_ms: int = NOW_MS, **changes: Any) -> ReplayTrade:
@@ -55,7 +54,6 @@ def _trade(symbol: str = "BTCUSDT", trade_id: int = 1, time_ms: int = NOW_MS, **
 # -- sources ----------------------------------------------------------------------------------
 
 
-@needs_csv
 def test_aggtrades_csv_is_read_with_exact_strings_and_symbol_from_file_name() -> None:
     source = CsvSource(XRPETH_CSV, symbol_from_path(XRPETH_CSV))
     trades = list(source)
@@ -346,7 +344,6 @@ def ids_of(frames: list[bytes], field: str = "a") -> list[int]:
     return [json.loads(frame)["data"][field] for frame in frames]
 
 
-@needs_csv
 def test_real_csv_as_fast_as_possible_delivers_every_aggtrade_in_order(replay: Callable[..., Replay]) -> None:
     server = replay("--csv", str(XRPETH_CSV), "--as-fast-as-possible")
     assert server.status()["published"] == 0  # the clock waits for a subscriber
@@ -388,7 +385,6 @@ def test_combined_stream_of_synthetic_trades_parses_with_the_contract(replay: Ca
     assert server.wait_for(lambda s: s["done"])["published"] == 150
 
 
-@needs_csv
 def test_rest_pages_by_from_id_and_shows_only_published_trades(replay: Callable[..., Replay]) -> None:
     server = replay("--csv", str(XRPETH_CSV), "--rate", "5000", "--start", "immediately")
     server.wait_for(lambda s: s["published"] >= 1500)

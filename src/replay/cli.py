@@ -3,7 +3,7 @@
 Examples::
 
     # the recorded XRPETH file, original timing, clock starting when the producer subscribes
-    candlestack replay --csv ../shared/data/binance/XRPETH-aggTrades-2019-10-11_to_2019-10-13.csv \\
+    candlestack replay --csv tests/data/binance/XRPETH-aggTrades-2019-10-11_to_2019-10-13.csv \\
         --speed 60 --retime
     # two synthetic markets at 200 trades/s, dropping every connection each 30 s
     candlestack replay --synthetic BTCUSDT,ETHUSDT --rate 200 --disconnect-every 30
