@@ -15,7 +15,7 @@ A trade message, as JSON::
 A gap message records trade ids the producer could not recover::
 
     {"v": 1, "kind": "gap", "symbol": "XRPETH", "stream": "trade",
-     "from_id": 100, "to_id": 250, "reason": "...", "detected_at": 1700000000000}
+     "from_id": 100, "to_id": 250, "reason": "...", "detected_at": 1700000000000, "pending": false}
 """
 
 from __future__ import annotations
@@ -80,6 +80,10 @@ class Gap:
     to_id: int
     reason: str
     detected_at: int
+    # True while the producer still retries the fill (REST rate-limited or unreachable); a
+    # later message for the same range with False means it gave up. Either way the database
+    # marks the gap resolved once every id of the range is stored.
+    pending: bool = False
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = {"v": VERSION, "kind": "gap", **asdict(self)}
@@ -238,6 +242,7 @@ def from_body(body: Any) -> Message:
             to_id=to_id,
             reason=_require(body, "reason", str),
             detected_at=_time_ms(body, "detected_at"),
+            pending=_require(body, "pending", bool) if "pending" in body else False,
         )
     raise ContractError("kind", f"unknown message kind {kind!r}")
 

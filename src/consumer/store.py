@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 import psycopg2.extensions
 from psycopg2.extras import execute_values
 
 from candlestack import db
-from candlestack.contract import Trade
+from candlestack.contract import Gap, Trade
 from candlestack.settings import PostgresSettings
 from consumer.batch import Batch
 
@@ -75,9 +75,13 @@ INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, message_key, pay
 VALUES %s ON CONFLICT DO NOTHING
 """
 
+# A range reported again keeps its first reason and time; it stays pending only while every
+# report of it says pending (the producer's "gave up" wins over its earlier "still trying").
 GAP_SQL = """
-INSERT INTO ingest_gaps (symbol, stream, from_id, to_id, reason, detected_at)
-VALUES %s ON CONFLICT DO NOTHING
+INSERT INTO ingest_gaps AS g (symbol, stream, from_id, to_id, reason, detected_at, pending)
+VALUES %s
+ON CONFLICT (symbol, stream, from_id, to_id) DO UPDATE SET pending = g.pending AND EXCLUDED.pending
+WHERE g.pending AND NOT EXCLUDED.pending
 """
 
 
@@ -87,6 +91,17 @@ class WriteResult:
     duplicates: int
     dead_letters: int
     gaps: int
+
+
+def unique_gaps(gaps: list[Gap]) -> list[Gap]:
+    """One report per range (an upsert may touch a row only once per statement); pending only
+    if every report of the range in the batch is pending."""
+    merged: dict[tuple[str, str, int, int], Gap] = {}
+    for gap in gaps:
+        key = (gap.symbol, gap.stream, gap.from_id, gap.to_id)
+        first = merged.get(key)
+        merged[key] = gap if first is None else replace(first, pending=first.pending and gap.pending)
+    return list(merged.values())
 
 
 def _copy_text(value: object) -> str:
@@ -162,9 +177,9 @@ class TradeStore:
                 ])
             if batch.gaps:
                 execute_values(cur, GAP_SQL, [
-                    (g.symbol, g.stream, g.from_id, g.to_id, g.reason, g.detected_at / 1000)
-                    for g in batch.gaps
-                ], template="(%s, %s, %s, %s, %s, to_timestamp(%s))")
+                    (g.symbol, g.stream, g.from_id, g.to_id, g.reason, g.detected_at / 1000, g.pending)
+                    for g in unique_gaps(batch.gaps)
+                ], template="(%s, %s, %s, %s, %s, to_timestamp(%s), %s)")
         self._known_days.update(new_days)
         return WriteResult(inserted=inserted, duplicates=len(batch.trades) - inserted,
                            dead_letters=len(batch.dead_letters), gaps=len(batch.gaps))
