@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -66,6 +67,12 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def _start_id(text: str) -> int:
+    if text == "clock":
+        return time.time_ns() // 1_000_000
+    return _positive_int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the replay options on ``parser`` (the ``replay`` subcommand's)."""
     parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
@@ -80,8 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--count", type=_positive_int, metavar="N",
                         help="stop the synthetic source after N trades in all (default: never)")
     source.add_argument("--seed", type=int, help="seed of the synthetic source (default: random)")
-    source.add_argument("--start-id", type=_positive_int, metavar="ID",
-                        help="first trade id of every synthetic symbol (default: drawn from the seed)")
+    source.add_argument("--start-id", type=_start_id, metavar="ID|clock",
+                        help="first trade id of every synthetic symbol (default: drawn from the seed); "
+                             "'clock': the current Unix time in ms, so that a restarted feed's ids "
+                             "continue above the ones it published before (below 1,000 trades/s a symbol)")
     source.add_argument("--loop", action="store_true",
                         help="replay the CSV files forever, ids and times shifted forward each round")
 

@@ -70,7 +70,28 @@ run_scenario() {  # run_scenario NAME: one scenario in its own directory; return
     log "no scenario called $scenario"; return 2
   fi
   log "=== $scenario: molecule $command (in ${dir#"$ROOT"/}) ==="
-  (cd "$dir" && molecule "$command" --scenario-name "$name")
+  if [[ $scenario == all-in-one && $command == test && ${MOLECULE_FAULTS:-1} == 1 ]]; then
+    run_with_faults "$dir" "$name"
+  else
+    (cd "$dir" && molecule "$command" --scenario-name "$name")
+  fi
+}
+
+# The fault suite (tests/deployed) drives the all-in-one host that the scenario converged and
+# verified, before Molecule destroys it: no second deployment for it.
+run_with_faults() {  # run_with_faults DIR NAME
+  local dir=$1 name=$2 rc=0
+  [[ -x $ROOT/.venv/bin/pytest ]] || {
+    log "the fault suite needs $ROOT/.venv (python3 -m venv .venv && .venv/bin/pip install -e '.[dev]')"; return 2; }
+  (cd "$dir" && molecule test --scenario-name "$name" --destroy never) || rc=$?
+  if ((rc == 0)); then
+    log "=== all-in-one: fault suite on the converged host ==="
+    CANDLESTACK_DEPLOYED_HOST=candlestack-aio "$ROOT/.venv/bin/pytest" "$ROOT/tests/deployed" -p no:cacheprovider \
+      -rA -s --durations=0 2>&1 | tee "$CANDLESTACK_TEST_VAULT_DIR/faults.log"
+    rc=${PIPESTATUS[0]}
+  fi
+  (cd "$dir" && molecule destroy --scenario-name "$name") || true
+  return "$rc"
 }
 
 run_lane() {  # run_lane SCENARIO...: one after the other, stop at the first failure (in either lane)
@@ -130,6 +151,10 @@ else
 fi
 log "durations:"
 sed 's/^/  /' "$SUMMARY_FILE"
+if [[ -s "$CANDLESTACK_TEST_VAULT_DIR/faults.log" ]]; then
+  log "fault suite (all-in-one):"
+  sed -n '/^fault suite results/,$p' "$CANDLESTACK_TEST_VAULT_DIR/faults.log" | sed 's/^/  /'
+fi
 if ((rc != 0)); then
   log "a scenario failed (rc $rc) after $((SECONDS - total_start)) s"
   exit "$rc"

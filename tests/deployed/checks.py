@@ -1,0 +1,142 @@
+"""The promise, checked on a deployed host: every trade the feed published is stored exactly
+once or recorded as a gap, and the candles equal a recomputation from the stored trades."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from host import DeployedHost, deadline_wait
+
+# One timeframe's candles recomputed from the stored trades, exactly as the aggregator defines
+# them: open/close = first/last trade in (time, id) order; trade_count counts raw trades.
+RECOMPUTE_SQL = """
+WITH t AS (
+    SELECT symbol, trade_id, price, qty, trade_time,
+           coalesce(last_trade_id - first_trade_id + 1, 1) AS raw_trades,
+           timestamptz 'epoch' + floor(extract(epoch FROM trade_time) / :step) * :step * interval '1 second'
+               AS open_time
+    FROM trades
+), recomputed AS (
+    SELECT symbol, open_time,
+           trim_scale((array_agg(price ORDER BY trade_time, trade_id))[1]) AS open,
+           trim_scale(max(price)) AS high, trim_scale(min(price)) AS low,
+           trim_scale((array_agg(price ORDER BY trade_time DESC, trade_id DESC))[1]) AS close,
+           trim_scale(sum(qty)) AS volume, sum(raw_trades) AS trade_count,
+           (array_agg(trade_id ORDER BY trade_time, trade_id))[1] AS first_trade_id,
+           (array_agg(trade_id ORDER BY trade_time DESC, trade_id DESC))[1] AS last_trade_id
+    FROM t GROUP BY symbol, open_time
+), stored AS (
+    SELECT symbol, open_time, trim_scale(open) AS open, trim_scale(high) AS high, trim_scale(low) AS low,
+           trim_scale(close) AS close, trim_scale(volume) AS volume, trade_count, first_trade_id, last_trade_id
+    FROM candles WHERE timeframe = :'timeframe' AND trade_count > 0
+)
+SELECT (SELECT count(*) FROM (SELECT * FROM recomputed EXCEPT ALL SELECT * FROM stored) a),
+       (SELECT count(*) FROM (SELECT * FROM stored EXCEPT ALL SELECT * FROM recomputed) b),
+       (SELECT count(*) FROM recomputed)
+"""
+
+# Zero-volume fillers claim that nobody traded: true only where the traded candles on either
+# side join without a missing id. Fillers marked incomplete (complete = false) claim nothing.
+FALSE_FILLERS_SQL = """
+SELECT count(*) FROM candles f
+CROSS JOIN LATERAL (SELECT last_trade_id FROM candles p
+                    WHERE p.symbol = f.symbol AND p.timeframe = f.timeframe AND p.trade_count > 0
+                      AND p.open_time < f.open_time ORDER BY p.open_time DESC LIMIT 1) prev
+CROSS JOIN LATERAL (SELECT first_trade_id FROM candles n
+                    WHERE n.symbol = f.symbol AND n.timeframe = f.timeframe AND n.trade_count > 0
+                      AND n.open_time > f.open_time ORDER BY n.open_time LIMIT 1) next
+WHERE f.timeframe = :'timeframe' AND f.trade_count = 0 AND {complete_filter}
+      prev.last_trade_id + 1 <> next.first_trade_id
+"""
+
+TIMEFRAMES = {"1m": 60, "5m": 300}
+
+
+@dataclass
+class IdReport:
+    published: int = 0
+    stored: int = 0
+    missing: int = 0
+    in_gaps: int = 0
+    unexplained: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.unexplained
+
+
+def open_gap_ids(host: DeployedHost, symbol: str) -> set[int]:
+    ids: set[int] = set()
+    for from_id, to_id in host.sql("SELECT from_id, to_id FROM ingest_gaps "
+                                   "WHERE symbol = :'symbol' AND resolved_at IS NULL", symbol=symbol):
+        ids.update(range(int(from_id), int(to_id) + 1))
+    return ids
+
+
+def compare_ids(host: DeployedHost, *, since: dict[str, int] | None = None) -> IdReport:
+    """Feed's published ids against stored ids (per symbol); optionally only ids >= ``since``."""
+    report = IdReport()
+    for symbol in host.symbols():
+        floor = (since or {}).get(symbol, 0)
+        published = {i for i in host.published_ids(symbol) if i >= floor}
+        stored = {int(r[0]) for r in host.sql(
+            "SELECT trade_id FROM trades WHERE symbol = :'symbol' AND trade_id >= :floor", symbol=symbol, floor=floor)}
+        gaps = open_gap_ids(host, symbol)
+        missing = published - stored
+        report.published += len(published)
+        report.stored += len(stored & published)
+        report.missing += len(missing)
+        report.in_gaps += len(missing & gaps)
+        if missing - gaps:
+            sample = sorted(missing - gaps)[:10]
+            report.unexplained.append(f"{symbol}: {len(missing - gaps)} published ids neither stored nor in a gap, "
+                                      f"e.g. {sample}")
+        if gaps & stored:
+            report.unexplained.append(f"{symbol}: {len(gaps & stored)} ids in open gaps are stored")
+        if stored - published:
+            report.unexplained.append(f"{symbol}: {len(stored - published)} stored ids the feed never published, "
+                                      f"e.g. {sorted(stored - published)[:10]}")
+    return report
+
+
+def duplicates(host: DeployedHost) -> int:
+    return int(host.scalar("SELECT count(*) - count(DISTINCT (symbol, trade_id)) FROM trades"))
+
+
+def has_complete_column(host: DeployedHost) -> bool:
+    return host.scalar("SELECT count(*) FROM information_schema.columns "
+                       "WHERE table_name = 'candles' AND column_name = 'complete'") == "1"
+
+
+def candle_mismatches(host: DeployedHost) -> tuple[int, list[str]]:
+    """(candles checked, problems): traded candles against the recomputation, both ways, and
+    fillers over missing ids."""
+    problems: list[str] = []
+    checked = 0
+    complete_filter = "f.complete AND" if has_complete_column(host) else ""
+    for timeframe, step in TIMEFRAMES.items():
+        missing, extra, total = (int(v) for v in host.sql(RECOMPUTE_SQL, step=step, timeframe=timeframe)[0])
+        checked += total
+        if missing or extra:
+            problems.append(f"{timeframe}: {missing} recomputed candles not stored, {extra} stored not recomputed")
+        false_fillers = int(host.scalar(FALSE_FILLERS_SQL.format(complete_filter=complete_filter),
+                                        timeframe=timeframe))
+        if false_fillers:
+            problems.append(f"{timeframe}: {false_fillers} zero-volume fillers over missing trade ids")
+    return checked, problems
+
+
+def wait_for_candles(host: DeployedHost, *, timeout: float = 120) -> int:
+    """Wait until the candles equal the recomputation (the aggregator ticks every few seconds)."""
+    outcome: dict[str, object] = {}
+
+    def settled() -> bool:
+        checked, problems = candle_mismatches(host)
+        outcome.update(checked=checked, problems=problems)
+        return not problems
+
+    try:
+        deadline_wait(settled, timeout=timeout, interval=3, what="candles equal to a recomputation")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}: {outcome.get('problems')}") from None
+    return int(outcome["checked"])  # type: ignore[call-overload]
