@@ -4,36 +4,13 @@ once or recorded as a gap, and the candles equal a recomputation from the stored
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from host import DeployedHost, deadline_wait
 
-# One timeframe's candles recomputed from the stored trades, exactly as the aggregator defines
-# them: open/close = first/last trade in (time, id) order; trade_count counts raw trades.
-RECOMPUTE_SQL = """
-WITH t AS (
-    SELECT symbol, trade_id, price, qty, trade_time,
-           coalesce(last_trade_id - first_trade_id + 1, 1) AS raw_trades,
-           timestamptz 'epoch' + floor(extract(epoch FROM trade_time) / :step) * :step * interval '1 second'
-               AS open_time
-    FROM trades
-), recomputed AS (
-    SELECT symbol, open_time,
-           trim_scale((array_agg(price ORDER BY trade_time, trade_id))[1]) AS open,
-           trim_scale(max(price)) AS high, trim_scale(min(price)) AS low,
-           trim_scale((array_agg(price ORDER BY trade_time DESC, trade_id DESC))[1]) AS close,
-           trim_scale(sum(qty)) AS volume, sum(raw_trades) AS trade_count,
-           (array_agg(trade_id ORDER BY trade_time, trade_id))[1] AS first_trade_id,
-           (array_agg(trade_id ORDER BY trade_time DESC, trade_id DESC))[1] AS last_trade_id
-    FROM t GROUP BY symbol, open_time
-), stored AS (
-    SELECT symbol, open_time, trim_scale(open) AS open, trim_scale(high) AS high, trim_scale(low) AS low,
-           trim_scale(close) AS close, trim_scale(volume) AS volume, trade_count, first_trade_id, last_trade_id
-    FROM candles WHERE timeframe = :'timeframe' AND trade_count > 0
-)
-SELECT (SELECT count(*) FROM (SELECT * FROM recomputed EXCEPT ALL SELECT * FROM stored) a),
-       (SELECT count(*) FROM (SELECT * FROM stored EXCEPT ALL SELECT * FROM recomputed) b),
-       (SELECT count(*) FROM recomputed)
-"""
+# One timeframe's candles recomputed from the stored trades and compared both ways; the
+# Molecule verify playbook runs the same file.
+RECOMPUTE_SQL = (Path(__file__).with_name("candles_vs_trades.sql")).read_text()
 
 # Zero-volume fillers claim that nobody traded: true only where the traded candles on either
 # side join without a missing id. Fillers marked incomplete (complete = false) claim nothing.

@@ -18,7 +18,7 @@ from host import DeployedHost, deadline_wait
 
 from conftest import Case
 
-pytestmark = pytest.mark.deployed
+pytestmark = [pytest.mark.deployed, pytest.mark.timeout(900)]
 
 PRODUCER = "candlestack-producer"
 CONSUMER = "candlestack-consumer"
