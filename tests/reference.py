@@ -6,6 +6,7 @@ import csv
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
 from services import AGG_TRADES_CSV, KLINES_CSV
 
@@ -23,8 +24,8 @@ class AggTrade:
     buyer_is_maker: bool
 
 
-def agg_trades() -> list[AggTrade]:
-    with open(AGG_TRADES_CSV, newline="") as handle:
+def agg_trades(path: Path = AGG_TRADES_CSV) -> list[AggTrade]:
+    with open(path, newline="") as handle:
         return [AggTrade(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5]), r[6] == "True")
                 for r in csv.reader(handle)]
 

@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "binance"
 AGG_TRADES_CSV = DATA / "XRPETH-aggTrades-2019-10-11_to_2019-10-13.csv"
 KLINES_CSV = DATA / "XRPETH-1m-klines.csv"
+# A second symbol with fractional quantities (see tests/data/README.md).
+SYNTHETIC_CSV = ROOT / "tests" / "data" / "synthetic" / "BTCUSDT-aggTrades-synthetic.csv"
 
 
 def free_port() -> int:
