@@ -86,7 +86,7 @@ run_with_faults() {  # run_with_faults DIR NAME
   (cd "$dir" && molecule test --scenario-name "$name" --destroy never) || rc=$?
   if ((rc == 0)); then
     log "=== all-in-one: fault suite on the converged host ==="
-    CANDLESTACK_DEPLOYED_HOST=candlestack-aio "$ROOT/.venv/bin/pytest" "$ROOT/tests/deployed" -p no:cacheprovider \
+    CANDLESTACK_DEPLOYED_HOST=molecule-aio "$ROOT/.venv/bin/pytest" "$ROOT/tests/deployed" -p no:cacheprovider \
       -rA -s --durations=0 2>&1 | tee "$CANDLESTACK_TEST_VAULT_DIR/faults.log"
     rc=${PIPESTATUS[0]}
   fi

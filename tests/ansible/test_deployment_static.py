@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -137,3 +138,18 @@ def test_local_inventory_has_one_host_in_every_group(venv_bin: Path) -> None:
     assert list(inv["_meta"]["hostvars"]) == ["candlestack-aio"]
     for group in CLUSTER_GROUPS:
         assert inv[group]["hosts"] == ["candlestack-aio"], group
+
+
+def test_make_test_leaves_the_make_up_host_alone(venv_bin: Path) -> None:
+    """`make up` runs inventory/local's host as a container of the same name; the Molecule
+    scenarios (which `make test` destroys and re-creates) must never use that name."""
+    make_up_name = re.search(r"^AIO_NAME \?= (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert make_up_name is not None
+    inv = json.loads(_run(["ansible-inventory", "-i", "inventory/local", "--list"], venv_bin).stdout)
+    assert list(inv["_meta"]["hostvars"]) == [make_up_name.group(1)]
+    scenario_names = set()
+    for molecule_yml in [*ROOT.glob("molecule/*/molecule.yml"), *ROOT.glob("roles/*/molecule/*/molecule.yml")]:
+        scenario_names.update(re.findall(r"^\s+- name: (\S+)$", molecule_yml.read_text(), re.M))
+    assert scenario_names, "no Molecule platforms found"
+    assert make_up_name.group(1) not in scenario_names
+    assert make_up_name.group(1) not in (ROOT / "tests" / "ansible" / "run-molecule.sh").read_text()
