@@ -63,7 +63,8 @@ class PendingGap:
 
     ``from_id`` moves up only as fill trades are acknowledged by the broker (it is what the
     state file keeps); ``cursor`` moves up as they are published, so that the next try goes on
-    where the last one stopped. ``due`` is the monotonic time of the next try.
+    where the last one stopped. ``due`` is the monotonic time of the next try, ``filled`` counts
+    the trades published for it by this process.
     """
 
     symbol: str
@@ -74,6 +75,7 @@ class PendingGap:
     attempts: int = 0
     due: float = 0.0
     cursor: int = -1
+    filled: int = 0
 
     def __post_init__(self) -> None:
         self.cursor = max(self.cursor, self.from_id)

@@ -331,7 +331,7 @@ class TradeStream:
         gap.due = now
         if gap.published:
             log.info("pending gap filled", extra={"symbol": gap.symbol, "to_id": gap.to_id,
-                                                  "attempts": gap.attempts})
+                                                  "attempts": gap.attempts, "trades": gap.filled})
 
     def _pending_failed(self, gap: PendingGap, exc: GapFillError, now: float) -> None:
         if not exc.retryable:
@@ -356,4 +356,5 @@ class TradeStream:
         if gap.cursor <= trade.trade_id <= gap.to_id:
             self._publisher.publish(trade)
             gap.cursor = trade.trade_id + 1
+            gap.filled += 1
             self._series(trade.symbol, "rest")[0].inc()
