@@ -205,3 +205,31 @@ def replay_post(replay: Replay, action: str) -> dict[str, Any]:
 def replay_get(replay: Replay, action: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(f"{replay.rest_url}/_replay/{action}", timeout=5) as response:
         return list(json.load(response))
+
+
+def test_truncated_rest_answers_during_catch_up_are_retried_not_recorded(
+    broker: Broker, topic: str, logdir: Path, tmp_path: Path,
+) -> None:
+    state_dir = tmp_path / "state"
+    replay = start_replay(["--synthetic", SYMBOL, "--rate", str(RATE), "--seed", "14"], logdir)
+    env = producer_env(broker, topic, replay, state_dir)
+    first = start_component("producer", ["producer"], env, logdir)
+    second: Component | None = None
+    try:
+        wait_for(lambda: acked(state_dir) > 0, timeout=30, what=f"a first state file ({first.log_path})")
+        assert first.stop() == 0, first.log()
+        replay_post(replay, "rest-fault?mode=truncate&count=3")
+        time.sleep(DOWN_S)
+        second = start_component("producer", ["producer"], env, logdir)
+        feed_ids = run_until_caught_up(replay, state_dir, second)
+        assert second.stop() == 0, second.log()
+        rest_log = replay_get(replay, "rest-log")
+    finally:
+        for component in (first, second, replay.component):
+            if component is not None:
+                component.stop()
+    messages = topic_messages(broker, topic, at_least=len(feed_ids))
+    assert sorted(trade_ids(messages)) == feed_ids
+    assert [m for m in messages if isinstance(m, Gap)] == []
+    assert [entry["fault"] for entry in rest_log].count("truncate") == 3
+    assert filled(second.log()) >= RATE * DOWN_S * 0.5

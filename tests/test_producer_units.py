@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.message
 import http.client
+import http.server
 import json
 import os
 import ssl
@@ -24,7 +25,9 @@ from producer import state as state_module
 from producer.binance import (
     AGG_TRADES_WEIGHT,
     HISTORICAL_TRADES_WEIGHT,
+    USED_WEIGHT_HEADER,
     RestBudget,
+    RestClient,
     RestThrottled,
     is_retryable_rest,
     page_weight,
@@ -420,3 +423,68 @@ def test_an_unexpected_error_in_a_session_is_a_reconnect_not_an_exit() -> None:
     stream._backoff.initial_s = stream._backoff.max_s = 0.001
     stream.run()
     assert calls == 3 and stream.session_errors == 3
+
+
+# -- the REST client against a local HTTP server ----------------------------------------------
+class _Handler(http.server.BaseHTTPRequestHandler):
+    answers: list[tuple[int, dict[str, str], bytes]] = []
+    paths: list[str] = []
+
+    def do_GET(self) -> None:
+        self.paths.append(self.path)
+        status, headers, body = self.answers.pop(0)
+        self.send_response(status)
+        for name, value in {"Content-Length": str(len(body)), **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        # A Content-Length longer than the body: the answer ends early, as a cut connection.
+        self.wfile.write(body[: int(headers.get("X-Send", len(body)))])
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def rest_server() -> Iterator[tuple[str, type[_Handler]]]:
+    handler = type("Handler", (_Handler,), {"answers": [], "paths": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_rest_client_honours_retry_after_and_the_weight_header(rest_server: tuple[str, type[_Handler]]) -> None:
+    url, handler = rest_server
+    clock = [1_700_000_040.0]
+    client = RestClient(url, "trade", budget=RestBudget(limit=100), wall=lambda: clock[0])
+    row = {"id": 7, "price": "1.5", "qty": "2", "time": T0, "isBuyerMaker": True}
+    handler.answers += [
+        (429, {"Retry-After": "3"}, b'{"code":-1003,"msg":"Too much request weight used"}'),
+        (200, {USED_WEIGHT_HEADER: "90"}, json.dumps([row]).encode()),
+    ]
+    with pytest.raises(RestThrottled) as throttled:
+        client.page("X", 5)
+    assert (throttled.value.kind, throttled.value.wait_s) == ("429", 3.0)
+    clock[0] += 2.5
+    with pytest.raises(RestThrottled) as held:  # still inside Retry-After: not even sent
+        client.page("X", 5)
+    assert held.value.kind == "budget" and held.value.wait_s == pytest.approx(0.5)
+    assert len(handler.paths) == 1
+    clock[0] += 0.5
+    assert client.newest_id("XY") == 7
+    assert handler.paths[-1] == "/api/v3/historicalTrades?symbol=XY&limit=1"
+    assert client.budget.used == 90
+    with pytest.raises(RestThrottled):  # 90 + 25 > 100 until the next minute
+        client.page("X", 8)
+
+
+def test_rest_client_truncated_and_garbled_answers_are_retryable(rest_server: tuple[str, type[_Handler]]) -> None:
+    url, handler = rest_server
+    client = RestClient(url, "aggTrade", budget=RestBudget(limit=1000))
+    handler.answers += [(200, {"X-Send": "5"}, b'[{"a":1,"p":"1"}]'), (200, {}, b'[{"a":1,')]
+    for _ in range(2):
+        with pytest.raises((http.client.IncompleteRead, json.JSONDecodeError)) as failure:
+            client.page("X", 1)
+        assert is_retryable_rest(failure.value)

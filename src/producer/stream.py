@@ -214,16 +214,22 @@ class TradeStream:
         rule as a jump in the stream (:meth:`_fill`). If the newest id cannot be read, the first
         live trade of the symbol reveals the range instead.
         """
+        unknown: list[str] = []
+        error = ""
         for symbol, last_id in sorted(self._ids.last_ids.items()):
             try:
                 newest = self._rest.newest_id(symbol)
             except _REST_FAILURES as exc:
-                log.warning("cannot read the newest trade id; the first live trade will show the gap",
-                            extra={"symbol": symbol, "error": f"{type(exc).__name__}: {exc}"})
+                unknown.append(symbol)
+                error = f"{type(exc).__name__}: {exc}"
                 continue
             if newest is not None and newest > last_id:
                 log.info("catching up", extra={"symbol": symbol, "from_id": last_id + 1, "to_id": newest})
                 self._fill(Missing(symbol, last_id + 1, newest))
+        if unknown:
+            # One line for all of them: with many symbols and REST throttled, one each would flood.
+            log.warning("cannot read the newest trade id; the first live trade will show the gap",
+                        extra={"symbols": ",".join(unknown), "error": error})
 
     def _fill(self, missing: Missing) -> None:
         """Fetch and publish a range at once; a range REST cannot give now becomes pending, one
