@@ -35,6 +35,7 @@ from producer.binance import (
     used_weight,
 )
 from producer.gaps import IdTracker, Missing, PendingGap, pending_retry_delay_s
+from producer.main import open_state
 from producer.publisher import Publisher
 from producer.state import Progress, StateFile, StateFileError, decode, encode, write_atomic
 from producer.stream import TradeStream
@@ -488,3 +489,20 @@ def test_rest_client_truncated_and_garbled_answers_are_retryable(rest_server: tu
         with pytest.raises((http.client.IncompleteRead, json.JSONDecodeError)) as failure:
             client.page("X", 1)
         assert is_retryable_rest(failure.value)
+
+
+def test_a_pending_gap_beyond_a_lowered_limit_is_recorded_final() -> None:
+    progress = Progress("trade", {"X": 100})
+    progress.add_pending(PendingGap("X", 10, 60, "HTTP 429", T0))
+    stream, publisher = stream_with(FakeRest(newest=120), progress, max_trades=20)
+    stream._retry_pending(1e12)
+    assert gaps(publisher.messages) == [(10, 60, False)] and ids(publisher.messages) == []
+
+
+def test_an_unusable_state_file_is_kept_aside_and_the_producer_starts_fresh(tmp_path: Path) -> None:
+    (tmp_path / "producer-state.json").write_bytes(b"{half")
+    settings = ProducerSettings.from_env({"CANDLESTACK_PRODUCER_STATE_DIR": str(tmp_path)})
+    progress, state_file = open_state(settings)
+    assert progress.acked == {} and state_file is not None
+    assert (tmp_path / "producer-state.json.bad").read_bytes() == b"{half"
+    assert open_state(ProducerSettings.from_env({}))[1] is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from candlestack import logs
@@ -27,9 +28,13 @@ def open_state(settings: ProducerSettings) -> tuple[Progress, StateFile | None]:
     try:
         return state_file.load(), state_file
     except StateFileError as exc:
-        # Starting from the live stream is what a first start does; the file is rewritten soon.
-        log.error("state file unusable; starting from the live stream", extra={"path": str(exc.path),
-                                                                              "reason": exc.reason})
+        # Starting from the live stream is what a first start does. The file is kept aside for
+        # a look, since the next save replaces it.
+        aside = exc.path.with_name(exc.path.name + ".bad")
+        with contextlib.suppress(OSError):
+            exc.path.replace(aside)
+        log.error("state file unusable; starting from the live stream", extra={
+            "path": str(exc.path), "reason": exc.reason, "kept_as": str(aside)})
         return Progress(settings.stream), state_file
 
 

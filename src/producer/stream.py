@@ -323,6 +323,11 @@ class TradeStream:
         if not due:
             return
         gap = min(due, key=lambda g: g.due)
+        limit = self._settings.gap_fill_max_trades
+        if gap.unpublished().size > limit:
+            # Only when the limit was lowered since the gap was found (e.g. loaded from the state file).
+            self._give_up(gap, gap.cursor, f"gap of {gap.unpublished().size} trades exceeds the fill limit ({limit})")
+            return
         chunk = Missing(gap.symbol, gap.cursor, min(gap.to_id, gap.cursor + PENDING_TURN_TRADES - 1))
         try:
             next_id = self._fetch(chunk, publish=lambda trade: self._publish_fill(trade, gap), attempts=1)
@@ -341,14 +346,7 @@ class TradeStream:
 
     def _pending_failed(self, gap: PendingGap, exc: GapFillError, now: float) -> None:
         if not exc.retryable:
-            # It will never come: the final record replaces the pending one (the progress drops
-            # the gap once this message is acknowledged).
-            gap.cursor = gap.to_id + 1
-            metrics.GAPS_UNFILLED.labels(gap.symbol).inc()
-            log.error("pending gap cannot be filled", extra={"symbol": gap.symbol, "from_id": exc.from_id,
-                                                             "to_id": gap.to_id, "reason": exc.reason})
-            self._publish_gap(Missing(gap.symbol, exc.from_id, gap.to_id), exc.reason, pending=False,
-                              detected_at=gap.detected_at)
+            self._give_up(gap, exc.from_id, exc.reason)
             return
         delay = pending_retry_delay_s(gap.attempts, retry_after_s=exc.retry_after_s)
         gap.attempts += 1
@@ -357,6 +355,15 @@ class TradeStream:
         log.info("pending gap still unavailable", extra={"symbol": gap.symbol, "from_id": gap.cursor,
                                                          "to_id": gap.to_id, "reason": exc.reason,
                                                          "retry_in_s": round(delay, 2)})
+
+    def _give_up(self, gap: PendingGap, from_id: int, reason: str) -> None:
+        """The rest of ``gap`` will never come: its final record replaces the pending one (the
+        progress drops the gap once this message is acknowledged)."""
+        gap.cursor = gap.to_id + 1
+        metrics.GAPS_UNFILLED.labels(gap.symbol).inc()
+        log.error("pending gap cannot be filled", extra={"symbol": gap.symbol, "from_id": from_id,
+                                                         "to_id": gap.to_id, "reason": reason})
+        self._publish_gap(Missing(gap.symbol, from_id, gap.to_id), reason, pending=False, detected_at=gap.detected_at)
 
     def _publish_fill(self, trade: Trade, gap: PendingGap) -> None:
         if gap.cursor <= trade.trade_id <= gap.to_id:
