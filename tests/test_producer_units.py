@@ -39,6 +39,7 @@ from producer.main import open_state
 from producer.publisher import Publisher
 from producer.state import Progress, StateFile, StateFileError, decode, encode, write_atomic
 from producer.stream import TradeStream
+from services import free_port
 
 T0 = 1_700_000_000_000
 
@@ -506,3 +507,16 @@ def test_an_unusable_state_file_is_kept_aside_and_the_producer_starts_fresh(tmp_
     assert progress.acked == {} and state_file is not None
     assert (tmp_path / "producer-state.json.bad").read_bytes() == b"{half"
     assert open_state(ProducerSettings.from_env({}))[1] is None
+
+
+def test_what_the_broker_never_acknowledged_is_not_in_the_state_file(tmp_path: Path) -> None:
+    # Nothing listens on this port: the message stays queued and no delivery report comes.
+    progress = Progress("trade", {"X": 4})
+    publisher = Publisher(KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", topic="t"),
+                          buffer_max_messages=10, listener=progress)
+    publisher.publish(trade("X", 5))
+    assert publisher.flush(0.2) == 1
+    state_file = StateFile(tmp_path, stream="trade")
+    progress.changes += 1
+    assert state_file.save(progress, saved_at=T0)
+    assert StateFile(tmp_path, stream="trade").load().acked == {"X": 4}
