@@ -7,6 +7,7 @@ producer reads Binance.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -29,6 +30,7 @@ import websocket
 from candlestack.contract import trade_from_binance
 from candlestack.errors import ContractError
 from replay.events import encode_frame, event, malformed_frame, server_shutdown_frame
+from replay.faults import RestFaultError, RestFaults
 from replay.feed import Feed, Pace, SymbolHistory
 from replay.model import InvalidStream, ReplayTrade, SourceError
 from replay.sources import CsvSource, SyntheticSource, looped, parse_csv_argument, symbol_from_path
@@ -593,3 +595,51 @@ def test_a_broken_row_stops_the_feed_with_status_1(replay: Callable[..., Replay]
     assert server.wait() == 1
     assert any("replay feed failed" in line for line in server.lines)
     assert any(f"{path}:3" in line for line in server.lines)  # names the file and line
+
+
+def test_rest_fault_switch_counts_down_and_parses() -> None:
+    faults = RestFaults.parse("429", "2", "7")
+    assert [faults.take(), faults.take(), faults.take()] == ["429", "429", None]
+    assert faults.describe() == {"mode": "429", "count": 0, "retry_after": 7, "served": 2}
+    assert RestFaults.parse("truncate", None, None).take() == "truncate"
+    assert RestFaults.parse("off", None, None).take() is None
+    for mode, count, retry_after in (("500", None, None), ("429", "-1", None), ("429", None, "x")):
+        with pytest.raises(RestFaultError):
+            RestFaults.parse(mode, count, retry_after)
+
+
+def test_rest_answers_429_418_and_truncated_bodies_on_demand(replay: Callable[..., Replay]) -> None:
+    server = replay("--synthetic", "BTCUSDT", "--rate", "200", "--start", "immediately", "--seed", "3",
+                    "--rest-fault", "429", "--rest-fault-count", "1", "--rest-retry-after", "4")
+    server.wait_for(lambda s: s["published"] >= 20)
+    url = f"http://127.0.0.1:{server.port}/api/v3/historicalTrades?symbol=BTCUSDT&limit=5"
+
+    def fetch() -> tuple[int, dict[str, str], bytes]:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+    status, headers, body = fetch()
+    assert (status, headers["Retry-After"], json.loads(body)["code"]) == (429, "4", -1003)
+    status, headers, body = fetch()
+    assert status == 200 and len(json.loads(body)) == 5
+    assert int(headers["X-MBX-USED-WEIGHT-1M"]) >= 50  # two historicalTrades calls at 25 each
+    assert server.post("/_replay/rest-fault?mode=418&count=1&retry_after=9")["mode"] == "418"
+    status, headers, _body = fetch()
+    assert (status, headers["Retry-After"]) == (418, "9")
+    server.post("/_replay/rest-fault?mode=truncate&count=1")
+    with pytest.raises(http.client.IncompleteRead), urllib.request.urlopen(url, timeout=5) as response:
+        response.read()
+    assert fetch()[0] == 200
+    server.post("/_replay/rest-fault?mode=429")
+    assert fetch()[0] == fetch()[0] == 429  # no count: every answer
+    server.post("/_replay/rest-fault?mode=off")
+    assert fetch()[0] == 200
+    assert server.request("/_replay/rest-fault?mode=503", "POST")[0] == 400
+    assert server.request("/_replay/rest-fault?mode=off")[0] == 405
+    log = server.get("/_replay/rest-log")
+    assert [entry["status"] for entry in log] == [429, 200, 418, 200, 200, 429, 429, 200]
+    assert [entry["fault"] for entry in log][:4] == ["429", None, "418", "truncate"]
+    assert server.status()["rest_fault"]["mode"] == "off"

@@ -26,11 +26,18 @@ class ContractError(CandlestackError):
 
 
 class GapFillError(CandlestackError):
-    """Trade ids ``from_id``..``to_id`` of ``symbol`` could not be fetched from REST."""
+    """Trade ids ``from_id``..``to_id`` of ``symbol`` could not be fetched from REST.
 
-    def __init__(self, symbol: str, from_id: int, to_id: int, reason: str) -> None:
+    ``retryable`` tells a failure that may heal (rate limit, ban, 5xx, network) from one that
+    will not; ``retry_after_s`` is the least wait the server asked for, if it did.
+    """
+
+    def __init__(self, symbol: str, from_id: int, to_id: int, reason: str, *, retryable: bool = False,
+                 retry_after_s: float | None = None) -> None:
         super().__init__(f"{symbol} {from_id}..{to_id}: {reason}")
         self.symbol = symbol
         self.from_id = from_id
         self.to_id = to_id
         self.reason = reason
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s

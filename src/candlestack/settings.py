@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast, get_args
 from urllib.parse import urlsplit
 
@@ -45,6 +46,11 @@ class Env:
 
     def raw(self, name: str) -> str | None:
         value = self._environ.get(PREFIX + name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def unprefixed(self, name: str) -> str | None:
+        """A variable set by the service manager rather than by us (e.g. systemd's ``STATE_DIRECTORY``)."""
+        value = self._environ.get(name)
         return None if value is None or value.strip() == "" else value.strip()
 
     def text(self, name: str, default: str) -> str:
@@ -226,6 +232,10 @@ class ProducerSettings:
     max_connection_age_s: float = 23.5 * 3600
     gap_fill_max_trades: int = 100_000
     buffer_max_messages: int = 100_000
+    # Where the last acknowledged trade ids and the pending gaps survive a restart; None: nowhere.
+    state_dir: Path | None = None
+    # Binance allows 6000 request weight a minute per IP; stay below it with room for other clients.
+    rest_weight_limit: int = 5000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ProducerSettings:
@@ -243,7 +253,30 @@ class ProducerSettings:
             max_connection_age_s=env.number("PRODUCER_MAX_CONNECTION_AGE_S", 23.5 * 3600, minimum=1.0),
             gap_fill_max_trades=env.integer("PRODUCER_GAP_FILL_MAX_TRADES", 100_000),
             buffer_max_messages=env.integer("PRODUCER_BUFFER_MAX_MESSAGES", 100_000, minimum=1, maximum=10_000_000),
+            state_dir=producer_state_dir(env),
+            # One historicalTrades page costs 25: a smaller budget could never send a request.
+            rest_weight_limit=env.integer("PRODUCER_REST_WEIGHT_LIMIT", 5000, minimum=25),
         )
+
+
+def producer_state_dir(env: Env) -> Path | None:
+    """``CANDLESTACK_PRODUCER_STATE_DIR``, else the unit's ``StateDirectory=`` (systemd's
+    ``$STATE_DIRECTORY``, colon-separated when a unit has several: the first), else None.
+
+    An explicit ``off`` disables the state file even under systemd.
+    """
+    raw = env.raw("PRODUCER_STATE_DIR")
+    if raw is not None and raw.lower() in {"off", "none", "disabled"}:
+        return None
+    if raw is None:
+        systemd = env.unprefixed("STATE_DIRECTORY")
+        raw = systemd.split(":")[0] if systemd else None
+    if raw is None:
+        return None
+    path = Path(raw)
+    if not path.is_absolute():
+        raise SettingsError(PREFIX + "PRODUCER_STATE_DIR", f"expected an absolute directory, got {raw!r}")
+    return path
 
 
 @dataclass(frozen=True, slots=True)

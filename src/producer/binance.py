@@ -5,21 +5,34 @@ Pure functions plus one small REST client; the connection loop lives in :mod:`pr
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from email.message import Message
 from typing import Any
 
 from candlestack.contract import StreamType, Trade, trade_from_rest
-from candlestack.errors import ContractError
+from candlestack.errors import CandlestackError, ContractError
 
 log = logging.getLogger(__name__)
 
 REST_PAGE_LIMIT = 1000
+# Request weight of one call, whatever its limit (Binance spot API docs, market data endpoints).
+HISTORICAL_TRADES_WEIGHT = 25
+AGG_TRADES_WEIGHT = 4
+# Binance counts weight per IP in fixed clock minutes and reports the minute's total so far.
+USED_WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
+WEIGHT_WINDOW_S = 60.0
+# Our clock and Binance's differ a little: wait this much past the minute before trusting a reset.
+WEIGHT_RESET_MARGIN_S = 1.0
+# When a 429/418 comes without a usable Retry-After (Binance always sends one).
+DEFAULT_RETRY_AFTER_S = 10.0
 
 
 def combined_stream_url(base_url: str, symbols: tuple[str, ...], stream: StreamType) -> str:
@@ -56,32 +69,142 @@ def unwrap(frame: str | bytes) -> dict[str, Any] | ServerShutdown:
     return data
 
 
-def is_retryable_http(exc: Exception) -> bool:
-    """Whether a REST failure is worth another try."""
+class RestThrottled(CandlestackError):
+    """REST must not be asked for ``wait_s`` seconds; ``kind`` is ``"429"``, ``"418"`` (an answer
+    with that status) or ``"budget"`` (our own weight budget is spent)."""
+
+    def __init__(self, wait_s: float, kind: str, reason: str) -> None:
+        super().__init__(f"{reason}; retry in {wait_s:.1f} s")
+        self.wait_s = wait_s
+        self.kind = kind
+        self.reason = reason
+
+
+def is_retryable_rest(exc: BaseException) -> bool:
+    """Whether a REST failure is worth another try later."""
+    if isinstance(exc, RestThrottled):
+        return True
     if isinstance(exc, urllib.error.HTTPError):
         # 429: request weight exceeded; 418: IP banned for a while after ignoring 429s;
         # 5xx: Binance's own trouble. Other 4xx are our mistake and will not heal.
         return exc.code in (418, 429) or exc.code >= 500
-    # URLError (DNS, refused, reset) and socket timeouts are transient network trouble.
-    return isinstance(exc, urllib.error.URLError | TimeoutError | ConnectionError)
+    # URLError (DNS, refused, reset), ssl.SSLError, socket timeouts: all OSError, all transient.
+    # IncompleteRead / BadStatusLine: the connection broke mid-answer. A JSONDecodeError is a
+    # body cut short the same way. A ContractError (a well-formed row we refuse) will not heal.
+    return isinstance(exc, OSError | http.client.HTTPException | json.JSONDecodeError)
+
+
+def retry_after_s(value: str | None, *, default: float = DEFAULT_RETRY_AFTER_S) -> float:
+    """The wait a ``Retry-After`` header asks for, in seconds (Binance sends whole seconds)."""
+    if value is None:
+        return default
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return default
+    return seconds if seconds >= 0 else default
+
+
+def used_weight(headers: Message | None) -> int | None:
+    """The ``X-MBX-USED-WEIGHT-1M`` of an answer, if it carries one."""
+    raw = headers.get(USED_WEIGHT_HEADER) if headers is not None else None
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def page_weight(stream: StreamType) -> int:
+    return AGG_TRADES_WEIGHT if stream == "aggTrade" else HISTORICAL_TRADES_WEIGHT
+
+
+@dataclass(slots=True)
+class RestBudget:
+    """Request weight spent in the current clock minute, and any ban the server announced.
+
+    Times are wall-clock seconds (Binance's minutes are clock minutes). The server's own count
+    (the used-weight header) replaces ours whenever an answer carries it, so that other clients
+    on the same IP are accounted for.
+    """
+
+    limit: int
+    used: int = 0
+    minute: int = -1
+    blocked_until: float = 0.0
+
+    def _used_now(self, now: float) -> int:
+        return self.used if int(now // WEIGHT_WINDOW_S) == self.minute else 0
+
+    def wait_s(self, cost: int, now: float) -> float:
+        """How long to wait before a request of weight ``cost`` keeps within the limit (0: go)."""
+        wait = max(0.0, self.blocked_until - now)
+        if self._used_now(now) + cost > self.limit:
+            wait = max(wait, WEIGHT_WINDOW_S - now % WEIGHT_WINDOW_S + WEIGHT_RESET_MARGIN_S)
+        return wait
+
+    def spend(self, cost: int, now: float, *, reported: int | None) -> None:
+        minute = int(now // WEIGHT_WINDOW_S)
+        self.used = reported if reported is not None else self._used_now(now) + cost
+        self.minute = minute
+
+    def block(self, seconds: float, now: float) -> None:
+        self.blocked_until = max(self.blocked_until, now + seconds)
 
 
 class RestClient:
-    """Reads the trade lists that fill gaps: ``/api/v3/aggTrades`` or ``/api/v3/historicalTrades``."""
+    """Reads the trade lists that fill gaps: ``/api/v3/aggTrades`` or ``/api/v3/historicalTrades``.
 
-    def __init__(self, base_url: str, stream: StreamType, *, timeout_s: float = 10.0) -> None:
+    Every request first asks the :class:`RestBudget`; a request that would exceed it, or that the
+    server answers with 429/418, raises :class:`RestThrottled` instead of being sent or repeated.
+    """
+
+    def __init__(self, base_url: str, stream: StreamType, *, budget: RestBudget, timeout_s: float = 10.0,
+                 wall: Callable[[], float] = time.time) -> None:
         self._base_url = base_url.rstrip("/")
         self._stream = stream
         self._timeout_s = timeout_s
+        self._path = "/api/v3/aggTrades" if stream == "aggTrade" else "/api/v3/historicalTrades"
+        self._cost = page_weight(stream)
+        self.budget = budget
+        self._wall = wall
 
-    def page(self, symbol: str, from_id: int, *, limit: int = REST_PAGE_LIMIT) -> list[dict[str, Any]]:
-        path = "/api/v3/aggTrades" if self._stream == "aggTrade" else "/api/v3/historicalTrades"
-        query = urllib.parse.urlencode({"symbol": symbol, "fromId": from_id, "limit": limit})
-        with urllib.request.urlopen(f"{self._base_url}{path}?{query}", timeout=self._timeout_s) as response:
-            rows = json.load(response)
+    def page(self, symbol: str, from_id: int | None, *, limit: int = REST_PAGE_LIMIT) -> list[dict[str, Any]]:
+        """One page from ``from_id``, or the newest trades when ``from_id`` is None.
+
+        Raises:
+            RestThrottled: the budget or the server says wait.
+            ContractError: the answer is not a JSON list.
+        """
+        now = self._wall()
+        wait = self.budget.wait_s(self._cost, now)
+        if wait > 0:
+            raise RestThrottled(wait, "budget", f"request weight budget of {self.budget.limit}/min spent")
+        params: dict[str, Any] = {"symbol": symbol, "limit": limit}
+        if from_id is not None:
+            params["fromId"] = from_id
+        url = f"{self._base_url}{self._path}?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(url, timeout=self._timeout_s) as response:
+                self.budget.spend(self._cost, now, reported=used_weight(response.headers))
+                rows = json.load(response)
+        except urllib.error.HTTPError as exc:
+            self.budget.spend(self._cost, now, reported=used_weight(exc.headers))
+            if exc.code in (418, 429):
+                wait = retry_after_s(exc.headers.get("Retry-After") if exc.headers else None)
+                self.budget.block(wait, now)
+                raise RestThrottled(wait, str(exc.code), f"HTTP {exc.code} from {self._path}") from None
+            raise
         if not isinstance(rows, list):
-            raise ContractError("rest", f"expected a JSON list from {path}")
+            raise ContractError("rest", f"expected a JSON list from {self._path}")
         return rows
+
+    def newest_id(self, symbol: str) -> int | None:
+        """The id of the newest trade of ``symbol``, None if it has none."""
+        rows = self.page(symbol, None, limit=1)
+        if not rows:
+            return None
+        return trade_from_rest(rows[-1], symbol=symbol, stream=self._stream, ingest_time=int(self._wall() * 1000)
+                               ).trade_id
 
     def trades(self, symbol: str, from_id: int, to_id: int | None, *, ingest_time: int) -> Iterator[Trade]:
         """Trades ``from_id``..``to_id`` in id order; ``to_id=None`` reads up to the newest.

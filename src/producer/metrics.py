@@ -17,3 +17,9 @@ BACKPRESSURE = Counter("candlestack_producer_backpressure_total", "Times the loc
 LAST_TRADE_TIME = Gauge("candlestack_producer_last_trade_time_seconds", "Trade time of the newest trade", ["symbol"])
 QUEUED = Gauge("candlestack_producer_queued_messages", "Messages waiting for the broker")
 CONNECTED = Gauge("candlestack_producer_connected", "1 while the WebSocket is open")
+SESSION_ERRORS = Counter("candlestack_producer_session_errors_total",
+                         "Unexpected exceptions that ended a session (each became a reconnect)", ["error"])
+PENDING_GAPS = Gauge("candlestack_producer_pending_gaps", "Gaps waiting for REST to let us fill them")
+REST_THROTTLED = Counter("candlestack_producer_rest_throttled_total",
+                         "REST requests held back: 429/418 answers or the weight budget", ["reason"])
+STATE_SAVE_ERRORS = Counter("candlestack_producer_state_save_errors_total", "Failed writes of the state file")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -30,26 +31,49 @@ def producer_config(kafka: KafkaSettings, *, buffer_max_messages: int) -> dict[s
     }
 
 
+class DeliveryListener(Protocol):
+    """Told what the broker acknowledged (see :class:`producer.state.Progress`)."""
+
+    def trade_acked(self, symbol: str, trade_id: int) -> None: ...
+
+    def gap_acked(self, symbol: str, to_id: int, *, pending: bool) -> None: ...
+
+    def delivery_failed(self, symbol: str) -> None: ...
+
+
 class Publisher:
-    def __init__(self, kafka: KafkaSettings, *, buffer_max_messages: int) -> None:
+    def __init__(self, kafka: KafkaSettings, *, buffer_max_messages: int,
+                 listener: DeliveryListener | None = None) -> None:
         self._topic = kafka.topic
         self._producer = Producer(producer_config(kafka, buffer_max_messages=buffer_max_messages),
                                   logger=logging.getLogger("librdkafka"))
+        self._listener = listener
         self.delivery_errors = 0
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+    def _on_delivery(self, message: Trade | Gap, err: KafkaError | None, msg: Message) -> None:
+        """Runs once per message, inside poll()/flush(): keep it cheap."""
+        listener = self._listener
         if err is not None:
             self.delivery_errors += 1
             metrics.DELIVERY_ERRORS.inc()
             log.error("delivery failed", extra={"error": str(err), "key": msg.key()})
+            if listener is not None:
+                listener.delivery_failed(message.symbol)
+        elif listener is None:
+            return
+        elif type(message) is Trade:
+            listener.trade_acked(message.symbol, message.trade_id)
+        elif isinstance(message, Gap):
+            listener.gap_acked(message.symbol, message.to_id, pending=message.pending)
 
     def publish(self, message: Trade | Gap) -> None:
         """Queue one message; blocks (serving delivery reports) while the local queue is full."""
         payload = message.to_json()
+        on_delivery = partial(self._on_delivery, message)
         warned = False
         while True:
             try:
-                self._producer.produce(self._topic, key=message.key, value=payload, on_delivery=self._on_delivery)
+                self._producer.produce(self._topic, key=message.key, value=payload, on_delivery=on_delivery)
                 break
             except BufferError:
                 if not warned:
@@ -59,6 +83,10 @@ class Publisher:
                 self._producer.poll(0.1)
         self._producer.poll(0)
         metrics.QUEUED.set(len(self._producer))
+
+    def poll(self) -> None:
+        """Serve pending delivery reports without producing (the stream is quiet)."""
+        self._producer.poll(0)
 
     def queued(self) -> int:
         return len(self._producer)

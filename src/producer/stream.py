@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
 import threading
 import time
-import urllib.error
+from collections.abc import Callable
 from typing import Any
 
 import websocket
@@ -15,15 +16,37 @@ from candlestack.contract import Gap, Trade, trade_from_binance
 from candlestack.errors import ContractError, GapFillError
 from candlestack.settings import ProducerSettings
 from producer import metrics
-from producer.binance import RestClient, ServerShutdown, combined_stream_url, is_retryable_http, unwrap
-from producer.gaps import IdTracker, Missing
+from producer.binance import (
+    RestBudget,
+    RestClient,
+    RestThrottled,
+    ServerShutdown,
+    combined_stream_url,
+    is_retryable_rest,
+    unwrap,
+)
+from producer.gaps import IdTracker, Missing, PendingGap, pending_retry_delay_s
 from producer.publisher import Publisher
+from producer.state import Progress, StateFile
 
 log = logging.getLogger(__name__)
 
-# recv() wakes up this often to notice SIGTERM and the connection age.
+# recv() wakes up this often to notice SIGTERM, the connection age and due pending gaps.
 RECV_TIMEOUT_S = 1.0
 REST_ATTEMPTS = 5
+# A REST failure is retried on the spot only while the wait is this short; a longer one (a
+# Retry-After, a spent weight budget) turns the range into a pending gap, retried between frames.
+INLINE_RETRY_MAX_S = 2.0
+# A pending gap is fetched this many trades at a time between frames, so that a large one does
+# not hold up the live stream.
+PENDING_TURN_TRADES = 5000
+# The first unexpected session errors are logged with their traceback, then one in this many.
+SESSION_ERROR_LOG_EVERY = 100
+
+# Failures of a REST read: the network (OSError covers URLError, ssl.SSLError, timeouts), a
+# broken answer (http.client.HTTPException covers IncompleteRead; ValueError covers a body cut
+# short inside the JSON), a row the contract refuses, or our own throttle.
+_REST_FAILURES = (OSError, ValueError, ContractError, RestThrottled, http.client.HTTPException)
 
 
 def now_ms() -> int:
@@ -38,24 +61,35 @@ class _Reconnect(Exception):
 
 
 class TradeStream:
-    """Owns the WebSocket; every trade goes through :meth:`accept` exactly once in id order."""
+    """Owns the WebSocket; every live trade goes through :meth:`accept` exactly once in id order.
 
-    def __init__(self, settings: ProducerSettings, publisher: Publisher, *, stop: threading.Event) -> None:
+    Trades of a pending gap are older than the live ones and bypass the id tracker; they go
+    through :meth:`_publish_fill`, limited to the gap's own range.
+    """
+
+    def __init__(self, settings: ProducerSettings, publisher: Publisher, *, stop: threading.Event,
+                 progress: Progress | None = None, state_file: StateFile | None = None) -> None:
         self._settings = settings
         self._publisher = publisher
         self._stop = stop
         self._url = combined_stream_url(settings.ws_url, settings.symbols, settings.stream)
-        self._rest = RestClient(settings.rest_url, settings.stream)
-        self._ids = IdTracker()
-        self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
+        self._rest = RestClient(settings.rest_url, settings.stream, budget=RestBudget(settings.rest_weight_limit))
+        self._progress = progress if progress is not None else Progress(settings.stream)
+        self._state_file = state_file
         self._symbols = set(settings.symbols)
+        self._ids = IdTracker({symbol: last for symbol, last in self._progress.resume_points().items()
+                               if symbol in self._symbols})
+        self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
         self.malformed = 0
+        self.session_errors = 0
         self._metric_series: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> None:
+        """Stream until the stop event; every failure inside a session becomes a reconnect."""
         log.info("producer starting", extra={"url": self._url, "symbols": ",".join(self._settings.symbols),
                                             "stream": self._settings.stream})
+        self._announce_loaded_gaps()
         while not self._stop.is_set():
             try:
                 self._session()
@@ -64,10 +98,23 @@ class TradeStream:
                 if reconnect.immediately:
                     self._backoff.reset()
                     continue
-                delay = self._backoff.next_delay()
-                log.warning("connection lost; reconnecting", extra={"reason": reconnect.reason,
-                                                                    "delay_s": round(delay, 2)})
-                self._stop.wait(delay)
+                self._wait_before_reconnect(reconnect.reason)
+            except Exception as exc:  # whatever broke, the answer is a new session
+                self._session_failed(exc)
+                metrics.RECONNECTS.labels("error").inc()
+                self._wait_before_reconnect(f"{type(exc).__name__}: {exc}")
+
+    def _wait_before_reconnect(self, reason: str) -> None:
+        delay = self._backoff.next_delay()
+        log.warning("connection lost; reconnecting", extra={"reason": reason, "delay_s": round(delay, 2)})
+        self._stop.wait(delay)
+
+    def _session_failed(self, exc: Exception) -> None:
+        self.session_errors += 1
+        metrics.SESSION_ERRORS.labels(type(exc).__name__).inc()
+        if self.session_errors <= 10 or self.session_errors % SESSION_ERROR_LOG_EVERY == 0:
+            log.error("unexpected error in the session; reconnecting", exc_info=exc,
+                      extra={"error": type(exc).__name__, "count": self.session_errors})
 
     def _session(self) -> None:
         try:
@@ -85,9 +132,11 @@ class TradeStream:
             self._catch_up()
             self._backoff.reset()
             while not self._stop.is_set():
-                if time.monotonic() - opened > self._settings.max_connection_age_s:
+                now = time.monotonic()
+                if now - opened > self._settings.max_connection_age_s:
                     log.info("planned reconnect before Binance's 24 h cut-off")
                     raise _Reconnect("max-age", immediately=True)
+                self._between_frames(now)
                 try:
                     frame = ws.recv()
                 except websocket.WebSocketTimeoutException:
@@ -100,6 +149,15 @@ class TradeStream:
         finally:
             metrics.CONNECTED.set(0)
             ws.close(timeout=1)
+
+    def _between_frames(self, now: float) -> None:
+        """Housekeeping that must not wait for a quiet stream: delivery reports, pending gaps,
+        the state file. Cheap when there is nothing to do (this runs once per frame)."""
+        if self._progress.pending:
+            self._retry_pending(now)
+        if self._state_file is not None and self._state_file.due(now):
+            self._publisher.poll()
+            self._state_file.maybe_save(self._progress, now=now, saved_at=now_ms())
 
     # -- frames -------------------------------------------------------------------------------
     def _on_frame(self, frame: str | bytes) -> None:
@@ -126,7 +184,7 @@ class TradeStream:
             return
         missing = self._ids.missing_before(trade.symbol, trade.trade_id)
         if missing is not None:
-            self._fill(missing, ingest_time=ingest_time)
+            self._fill(missing)
         self.accept(trade, source="ws")
 
     def accept(self, trade: Trade, *, source: str) -> None:
@@ -150,60 +208,166 @@ class TradeStream:
 
     # -- gaps ---------------------------------------------------------------------------------
     def _catch_up(self) -> None:
+        """Fill what was traded since the last id we know, up to the newest trade REST has.
+
+        The range is exact (one cheap request asks for the newest id), so it follows the same
+        rule as a jump in the stream (:meth:`_fill`). If the newest id cannot be read, the first
+        live trade of the symbol reveals the range instead.
+        """
+        unknown: list[str] = []
+        error = ""
         for symbol, last_id in sorted(self._ids.last_ids.items()):
             try:
-                fetched = self._fetch(symbol, last_id + 1, None, limit=self._settings.gap_fill_max_trades)
-            except GapFillError as exc:
-                log.error("catch-up after reconnect failed", extra={"symbol": symbol, "reason": exc.reason})
+                newest = self._rest.newest_id(symbol)
+            except _REST_FAILURES as exc:
+                unknown.append(symbol)
+                error = f"{type(exc).__name__}: {exc}"
                 continue
-            if fetched:
-                log.info("caught up after reconnect", extra={"symbol": symbol, "trades": fetched})
+            if newest is not None and newest > last_id:
+                log.info("catching up", extra={"symbol": symbol, "from_id": last_id + 1, "to_id": newest})
+                self._fill(Missing(symbol, last_id + 1, newest))
+        if unknown:
+            # One line for all of them: with many symbols and REST throttled, one each would flood.
+            log.warning("cannot read the newest trade id; the first live trade will show the gap",
+                        extra={"symbols": ",".join(unknown), "error": error})
 
-    def _fill(self, missing: Missing, *, ingest_time: int) -> None:
+    def _fill(self, missing: Missing) -> None:
+        """Fetch and publish a range at once; a range REST cannot give now becomes pending, one
+        it can never give (or larger than the fill limit) is recorded as a gap. All or nothing
+        for the limit: a range larger than it is not fetched at all, so that the record is exact.
+        """
         if missing.size > self._settings.gap_fill_max_trades:
             self._record_gap(missing, f"gap of {missing.size} trades exceeds the fill limit "
                                       f"({self._settings.gap_fill_max_trades})")
             return
         try:
-            fetched = self._fetch(missing.symbol, missing.from_id, missing.to_id, limit=missing.size)
+            next_id = self._fetch(missing, publish=lambda trade: self.accept(trade, source="rest"))
         except GapFillError as exc:
-            self._record_gap(Missing(missing.symbol, exc.from_id, missing.to_id), exc.reason)
+            rest = Missing(missing.symbol, exc.from_id, missing.to_id)
+            if exc.retryable:
+                self._add_pending(rest, exc.reason, retry_after_s=exc.retry_after_s)
+            else:
+                self._record_gap(rest, exc.reason)
             return
-        if self._ids.last_ids.get(missing.symbol, -1) < missing.to_id:
+        if next_id <= missing.to_id:
             # REST did not have them all (should not happen on Binance): record the rest.
-            start = self._ids.last_ids.get(missing.symbol, missing.from_id - 1) + 1
-            self._record_gap(Missing(missing.symbol, start, missing.to_id), "not returned by REST")
+            self._record_gap(Missing(missing.symbol, next_id, missing.to_id), "not returned by REST")
         log.info("filled gap", extra={"symbol": missing.symbol, "from_id": missing.from_id,
-                                      "to_id": missing.to_id, "trades": fetched})
+                                      "to_id": missing.to_id, "trades": next_id - missing.from_id})
 
-    def _fetch(self, symbol: str, from_id: int, to_id: int | None, *, limit: int) -> int:
-        """Publish trades from_id..to_id from REST; returns how many were published."""
-        published = 0
-        backoff = Backoff(0.2, 5.0)
+    def _fetch(self, missing: Missing, *, publish: Callable[[Trade], None], attempts: int = REST_ATTEMPTS) -> int:
+        """Publish trades ``missing.from_id``..``to_id`` from REST; returns the first id not published.
+
+        Raises:
+            GapFillError: REST failed from ``from_id`` on; ``retryable`` says whether to try later.
+        """
+        backoff = Backoff(0.2, INLINE_RETRY_MAX_S)
         attempt = 0
-        next_id = from_id
+        next_id = missing.from_id
         while True:
             try:
-                for trade in self._rest.trades(symbol, next_id, to_id, ingest_time=now_ms()):
-                    self.accept(trade, source="rest")
-                    metrics.GAP_TRADES_FILLED.labels(symbol).inc()
+                for trade in self._rest.trades(missing.symbol, next_id, missing.to_id, ingest_time=now_ms()):
+                    publish(trade)
+                    metrics.GAP_TRADES_FILLED.labels(missing.symbol).inc()
                     next_id = trade.trade_id + 1
-                    published += 1
-                    if published >= limit:
-                        return published
-                return published
-            except (urllib.error.URLError, TimeoutError, ConnectionError, ContractError, ValueError) as exc:
+                return next_id
+            except _REST_FAILURES as exc:
                 attempt += 1
-                retryable = not isinstance(exc, ContractError | ValueError) and is_retryable_http(exc)
-                if not retryable or attempt >= REST_ATTEMPTS or self._stop.is_set():
-                    raise GapFillError(symbol, next_id, to_id if to_id is not None else next_id, str(exc)) from exc
-                self._stop.wait(backoff.next_delay())
+                retryable = is_retryable_rest(exc)
+                wait = max(backoff.next_delay(), exc.wait_s if isinstance(exc, RestThrottled) else 0.0)
+                if isinstance(exc, RestThrottled):
+                    metrics.REST_THROTTLED.labels(exc.kind).inc()
+                if (not retryable or attempt >= attempts or wait > INLINE_RETRY_MAX_S
+                        or self._stop.is_set()):
+                    raise GapFillError(missing.symbol, next_id, missing.to_id, f"{type(exc).__name__}: {exc}",
+                                       retryable=retryable, retry_after_s=wait) from exc
+                self._stop.wait(wait)
 
     def _record_gap(self, missing: Missing, reason: str) -> None:
         metrics.GAPS_UNFILLED.labels(missing.symbol).inc()
         log.error("gap not filled", extra={"symbol": missing.symbol, "from_id": missing.from_id,
                                            "to_id": missing.to_id, "reason": reason})
-        self._publisher.publish(Gap(symbol=missing.symbol, stream=self._settings.stream, from_id=missing.from_id,
-                                    to_id=missing.to_id, reason=reason, detected_at=now_ms()))
+        self._publish_gap(missing, reason, pending=False)
         # Move on: the next trades are new again.
         self._ids.advance(missing.symbol, missing.to_id)
+
+    def _publish_gap(self, missing: Missing, reason: str, *, pending: bool, detected_at: int | None = None) -> None:
+        self._publisher.publish(Gap(symbol=missing.symbol, stream=self._settings.stream, from_id=missing.from_id,
+                                    to_id=missing.to_id, reason=reason, detected_at=detected_at or now_ms(),
+                                    pending=pending))
+
+    # -- pending gaps -------------------------------------------------------------------------
+    def _add_pending(self, missing: Missing, reason: str, *, retry_after_s: float | None) -> None:
+        """Announce the range once as pending, remember it (and in the state file), move on."""
+        detected_at = now_ms()
+        gap = PendingGap(missing.symbol, missing.from_id, missing.to_id, reason, detected_at, attempts=1,
+                         due=time.monotonic() + pending_retry_delay_s(0, retry_after_s=retry_after_s))
+        self._progress.add_pending(gap)
+        metrics.PENDING_GAPS.set(len(self._progress.pending))
+        log.warning("gap pending: REST cannot give it yet; retrying between frames", extra={
+            "symbol": missing.symbol, "from_id": missing.from_id, "to_id": missing.to_id, "reason": reason,
+            "retry_in_s": round(gap.due - time.monotonic(), 2)})
+        self._publish_gap(missing, reason, pending=True, detected_at=detected_at)
+        self._ids.advance(missing.symbol, missing.to_id)
+
+    def _announce_loaded_gaps(self) -> None:
+        """Gaps pending at the last stop: announce them again (the first message may not have
+        reached the broker) and retry them at once."""
+        for gap in self._progress.pending.values():
+            self._publish_gap(gap.unpublished(), gap.reason, pending=True, detected_at=gap.detected_at)
+        metrics.PENDING_GAPS.set(len(self._progress.pending))
+
+    def _retry_pending(self, now: float) -> None:
+        """One turn for the most overdue pending gap, at most :data:`PENDING_TURN_TRADES` trades."""
+        due = [gap for gap in self._progress.pending.values() if not gap.published and gap.due <= now]
+        if not due:
+            return
+        gap = min(due, key=lambda g: g.due)
+        limit = self._settings.gap_fill_max_trades
+        if gap.unpublished().size > limit:
+            # Only when the limit was lowered since the gap was found (e.g. loaded from the state file).
+            self._give_up(gap, gap.cursor, f"gap of {gap.unpublished().size} trades exceeds the fill limit ({limit})")
+            return
+        chunk = Missing(gap.symbol, gap.cursor, min(gap.to_id, gap.cursor + PENDING_TURN_TRADES - 1))
+        try:
+            next_id = self._fetch(chunk, publish=lambda trade: self._publish_fill(trade, gap), attempts=1)
+        except GapFillError as exc:
+            self._pending_failed(gap, exc, now)
+            return
+        if next_id <= chunk.to_id:
+            # REST has nothing from here on: the rest of the range is lost for good. Recording
+            # all of it (to the gap's end) lets its acknowledgement end the pending gap.
+            gap.cursor = gap.to_id + 1
+            self._record_gap(Missing(gap.symbol, next_id, gap.to_id), "not returned by REST")
+        gap.due = now
+        if gap.published:
+            log.info("pending gap filled", extra={"symbol": gap.symbol, "to_id": gap.to_id,
+                                                  "attempts": gap.attempts, "trades": gap.filled})
+
+    def _pending_failed(self, gap: PendingGap, exc: GapFillError, now: float) -> None:
+        if not exc.retryable:
+            self._give_up(gap, exc.from_id, exc.reason)
+            return
+        delay = pending_retry_delay_s(gap.attempts, retry_after_s=exc.retry_after_s)
+        gap.attempts += 1
+        gap.due = now + delay
+        gap.reason = exc.reason
+        log.info("pending gap still unavailable", extra={"symbol": gap.symbol, "from_id": gap.cursor,
+                                                         "to_id": gap.to_id, "reason": exc.reason,
+                                                         "retry_in_s": round(delay, 2)})
+
+    def _give_up(self, gap: PendingGap, from_id: int, reason: str) -> None:
+        """The rest of ``gap`` will never come: its final record replaces the pending one (the
+        progress drops the gap once this message is acknowledged)."""
+        gap.cursor = gap.to_id + 1
+        metrics.GAPS_UNFILLED.labels(gap.symbol).inc()
+        log.error("pending gap cannot be filled", extra={"symbol": gap.symbol, "from_id": from_id,
+                                                         "to_id": gap.to_id, "reason": reason})
+        self._publish_gap(Missing(gap.symbol, from_id, gap.to_id), reason, pending=False, detected_at=gap.detected_at)
+
+    def _publish_fill(self, trade: Trade, gap: PendingGap) -> None:
+        if gap.cursor <= trade.trade_id <= gap.to_id:
+            self._publisher.publish(trade)
+            gap.cursor = trade.trade_id + 1
+            gap.filled += 1
+            self._series(trade.symbol, "rest")[0].inc()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from candlestack.contract import normalise_symbol
 from candlestack.errors import ContractError, SettingsError
+from replay.faults import RestFaults
 from replay.feed import Feed, Pace
 from replay.model import ReplayTrade, SourceError
 from replay.sources import CsvSource, MergedSource, SyntheticSource, looped, parse_csv_argument
@@ -127,6 +128,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="S seconds after a connection opens, send it serverShutdown, then close it")
     faults.add_argument("--shutdown-grace", type=_positive_float, default=0.5, metavar="S",
                         help="seconds between serverShutdown and the close (default 0.5)")
+    faults.add_argument("--rest-fault", choices=("429", "418", "truncate"),
+                        help="answer REST requests with 429 or 418 (with Retry-After) or a body cut short "
+                             "(switch at run time: POST /_replay/rest-fault?mode=...)")
+    faults.add_argument("--rest-fault-count", type=_positive_int, metavar="N",
+                        help="only the first N REST answers get the fault (default: all)")
+    faults.add_argument("--rest-retry-after", type=_positive_int, default=1, metavar="S",
+                        help="the Retry-After of 429/418 answers, in whole seconds (default 1)")
 
     other = parser.add_argument_group("other")
     other.add_argument("--max-history", type=_positive_int, default=DEFAULT_MAX_HISTORY, metavar="N",
@@ -154,6 +162,19 @@ def main(args: argparse.Namespace) -> int:
         print(f"candlestack: configuration error: {exc}", file=sys.stderr)
         return 78
     return asyncio.run(serve_feed(feed, options))
+
+
+def rest_faults(args: argparse.Namespace) -> RestFaults:
+    """The REST fault switch at start, from ``--rest-fault*``.
+
+    Raises:
+        SettingsError: ``--rest-fault-count`` without ``--rest-fault``.
+    """
+    if args.rest_fault is None:
+        if args.rest_fault_count is not None:
+            raise SettingsError("--rest-fault-count", "only applies with --rest-fault")
+        return RestFaults()
+    return RestFaults(mode=args.rest_fault, count=args.rest_fault_count, retry_after=args.rest_retry_after)
 
 
 def build(args: argparse.Namespace) -> tuple[Feed, ServerOptions]:
@@ -228,6 +249,7 @@ def build(args: argparse.Namespace) -> tuple[Feed, ServerOptions]:
         duplicate_every=args.duplicate_every or None,
         shutdown_after=args.shutdown_after or None,
         shutdown_grace=args.shutdown_grace,
+        rest_faults=rest_faults(args),
         progress_every=args.progress_every or None,
     )
     return feed, options

@@ -13,7 +13,10 @@ Control endpoints (for tests and demos)::
     POST /_replay/malformed                 send one malformed frame to every client now
     POST /_replay/pause | /_replay/resume   stop / restart the market clock
     POST /_replay/start                     start the clock without waiting for a subscriber
+    POST /_replay/rest-fault?mode=429|418|truncate|off[&count=N][&retry_after=S]
+                                            the next N (default: all) REST answers get that fault
     GET  /_replay/status                    counters (JSON)
+    GET  /_replay/rest-log                  the last REST requests: wall time (ms), path, status
     GET  /_replay/trades?symbol=S           every trade id published so far for S (JSON list)
 """
 
@@ -21,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -39,7 +44,7 @@ from websockets.protocol import State
 
 from replay import rest
 from replay.events import encode_frame, server_shutdown_frame
-from replay.faults import FrameFaults
+from replay.faults import BANNED_BODY, RATE_LIMIT_BODY, FrameFaults, RestFaultError, RestFaults
 from replay.feed import Feed
 from replay.model import InvalidStream, ReplayTrade, TradeKind
 from replay.streams import RequestError, Stream, is_websocket_path, parse_path, parse_request
@@ -53,6 +58,10 @@ BACKPRESSURE_HIGH_BYTES = 1024 * 1024
 BACKPRESSURE_LOW_BYTES = 256 * 1024
 # Close reasons must fit a control frame (123 bytes of UTF-8).
 MAX_REASON = 120
+# REST requests remembered for GET /_replay/rest-log.
+REST_LOG_SIZE = 1000
+# Binance's request weight per endpoint (spot API docs), reported in X-MBX-USED-WEIGHT-1M.
+REST_WEIGHTS = {"/api/v3/aggTrades": 4, "/api/v3/historicalTrades": 25, "/api/v3/trades": 25}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +81,7 @@ class ServerOptions:
         duplicate_every: send every Nth trade frame of a connection twice.
         shutdown_after: send ``serverShutdown`` to a connection this many seconds after it opened,
             then close it after ``shutdown_grace`` seconds.
+        rest_faults: the REST fault switch at start (see :class:`~replay.faults.RestFaults`).
         progress_every: seconds between progress log lines.
         tick: the shortest wait between two publishing rounds; trades due meanwhile go together.
         batch_limit: most trades published in one round.
@@ -89,6 +99,7 @@ class ServerOptions:
     duplicate_every: int | None = None
     shutdown_after: float | None = None
     shutdown_grace: float = 0.5
+    rest_faults: RestFaults = dataclasses.field(default_factory=RestFaults)
     progress_every: float | None = 5.0
     tick: float = 0.005
     batch_limit: int = 2000
@@ -185,6 +196,10 @@ class ReplayServer:
         self.slow_consumers = 0
         # Frame counters of connections already gone (those of open ones are in their Client).
         self._retired = FrameFaults()
+        self.rest_faults = dataclasses.replace(options.rest_faults)
+        self.rest_log: deque[dict[str, Any]] = deque(maxlen=REST_LOG_SIZE)
+        self._weight_minute = -1
+        self._weight_used = 0
         self.port: int | None = None
         self._wake = asyncio.Event()
         self._clock_started = asyncio.Event()
@@ -462,12 +477,44 @@ class ReplayServer:
                 return _json_response(conn, 405, {"code": -1, "msg": "WebSocket endpoints take GET."})
             return None  # go on with the WebSocket handshake
         if rest.is_rest_path(path):
-            answer = rest.handle(self.feed, request.method, path, now_ms=self._wall_ms())
-            return _json_response(conn, answer.status, answer.body)
+            return self._rest(conn, request.method, path)
         if urlsplit(path).path.startswith("/_replay/"):
             status, body = self._control(request.method, path)
             return _json_response(conn, status, body)
         return _json_response(conn, 404, {"code": -1, "msg": f"Unknown endpoint {urlsplit(path).path}."})
+
+    def _rest(self, conn: ServerConnection, method: str, path: str) -> Response:
+        """Answer ``/api/...`` as Binance would, or with the fault the switch asks for."""
+        now_ms = self._wall_ms()
+        used = self._spend_weight(urlsplit(path).path.rstrip("/"), now_ms)
+        fault = self.rest_faults.take()
+        if fault in ("429", "418"):
+            response = _json_response(conn, int(fault), RATE_LIMIT_BODY if fault == "429" else BANNED_BODY)
+            response.headers["Retry-After"] = str(self.rest_faults.retry_after)
+        else:
+            answer = rest.handle(self.feed, method, path, now_ms=now_ms)
+            response = _json_response(conn, answer.status, answer.body)
+        response.headers["X-MBX-USED-WEIGHT-1M"] = str(used)
+        if fault == "truncate":
+            # Content-Length still announces the whole body: the client sees the answer end early.
+            response = dataclasses.replace(response, body=response.body[: len(response.body) // 2])
+        self.rest_log.append({"t": now_ms, "path": path, "status": response.status_code, "fault": fault})
+        return response
+
+    def _spend_weight(self, route: str, now_ms: int) -> int:
+        minute = now_ms // 60_000
+        if minute != self._weight_minute:
+            self._weight_minute, self._weight_used = minute, 0
+        self._weight_used += REST_WEIGHTS.get(route, 1)
+        return self._weight_used
+
+    def _set_rest_fault(self, query: dict[str, str]) -> tuple[int, Any]:
+        try:
+            self.rest_faults = RestFaults.parse(query.get("mode", ""), query.get("count"), query.get("retry_after"))
+        except RestFaultError as exc:
+            return 400, {"code": -1100, "msg": str(exc)}
+        log.info("REST fault switched", extra=self.rest_faults.describe())
+        return 200, self.rest_faults.describe()
 
     def _control(self, method: str, path: str) -> tuple[int, Any]:
         parts = urlsplit(path)
@@ -476,6 +523,7 @@ class ReplayServer:
         getters: dict[str, Callable[[], tuple[int, Any]]] = {
             "status": lambda: (200, self.status()),
             "trades": lambda: self._trade_ids(query.get("symbol", "")),
+            "rest-log": lambda: (200, list(self.rest_log)),
         }
         posts: dict[str, Callable[[], Any]] = {
             "disconnect": lambda: {"disconnected": self.disconnect_all(abort=query.get("mode") == "abort")},
@@ -485,6 +533,8 @@ class ReplayServer:
             "resume": self._resume,
             "start": self._start_on_request,
         }
+        if action == "rest-fault":
+            return self._set_rest_fault(query) if method == "POST" else (405, {"code": -1, "msg": "use POST"})
         if action in getters:
             return getters[action]() if method == "GET" else (405, {"code": -1, "msg": "use GET"})
         if action in posts:
@@ -536,6 +586,8 @@ class ReplayServer:
             "disconnects": self.disconnects,
             "shutdowns_sent": self.shutdowns_sent,
             "slow_consumers_dropped": self.slow_consumers,
+            "rest_fault": self.rest_faults.describe(),
+            "rest_requests": len(self.rest_log),
         }
 
 
