@@ -63,12 +63,19 @@ def test_producer_stopped_for_a_minute(host: DeployedHost, case: Case) -> None:
 def test_rest_rate_limited_during_the_catch_up(host: DeployedHost, case: Case) -> None:
     host.systemctl("stop", PRODUCER)
     time.sleep(5)
+    started_ms = int(time.time() * 1000)
     host.replay("/_replay/rest-fault?mode=429&count=3&retry_after=2")
     host.systemctl("start", PRODUCER)
     case.fault_over()
     row = case.check()
     host.replay("/_replay/rest-fault?mode=off")
     assert row.missing == 0
+    log = [entry for entry in host.replay("/_replay/rest-log", method="GET") if entry["t"] >= started_ms]
+    refused = [i for i, entry in enumerate(log) if entry["status"] == 429]
+    assert len(refused) == 3, log
+    for i in refused:
+        assert i + 1 < len(log), "no request after a 429"
+        assert log[i + 1]["t"] - log[i]["t"] >= 1900, f"Retry-After: 2 not honoured: {log[i:i + 2]}"
 
 
 def test_consumer_killed_five_times(host: DeployedHost, case: Case) -> None:
