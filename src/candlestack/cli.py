@@ -26,6 +26,10 @@ def _utc(text: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+STATUS_EXIT_CODES = ("exit codes: 0 healthy, 1 needs attention, 69 PostgreSQL unreachable, "
+                     "70 other database error, 77 permission denied, 78 bad settings")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="candlestack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     retention.add_argument("--keep-days", type=int, help="days to keep (default CANDLESTACK_RETENTION_DAYS or 30)")
 
     status = sub.add_parser("status", help="per-symbol freshness and lag, gaps, dead letters, incomplete candles; "
-                                           "exit 0 healthy, 1 needs attention")
+                                           "exit 0 healthy, 1 needs attention",
+                            epilog=STATUS_EXIT_CODES)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument("--env-file", help="read CANDLESTACK_* settings from this KEY=VALUE file first "
                                            "(its values win over the environment)")
