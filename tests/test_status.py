@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg2.extensions
 import pytest
 
+from candlestack import status
 from pipeline import scalar
 from services import Postgres, candlestack_command, free_port
 
@@ -156,6 +157,21 @@ def test_an_unreachable_database_gets_one_line(pg: Postgres) -> None:
         assert proc.returncode == 69, proc.stderr
         assert one_line(proc).startswith(f"candlestack: cannot connect to PostgreSQL at 127.0.0.1:{port}/postgres "
                                          "as postgres: "), proc.stderr
+
+
+def test_an_unmigrated_database_gets_one_line(pg: Postgres) -> None:
+    pg.create_database("status_unmigrated")
+    proc = run(pg.env("status_unmigrated"), "status")
+    assert proc.returncode == 70
+    assert one_line(proc).endswith('relation "pipeline_health" does not exist '
+                                   "(is the schema migrated? candlestack db migrate)")
+
+
+def test_attention_names_each_stale_lag_and_nothing_when_healthy() -> None:
+    row = {"symbol": "BTCUSDT", "trade_age_s": "301", "ingest_lag_s": "0.2", "candle_lag_s": None}
+    report = {"symbols": [row], "gaps": {"open": 0}, "dead_letters": {"recent": 0}, "incomplete_candles": None}
+    assert status.attention(report, stale_after_s=300) == ["BTCUSDT: no trade stored for 301 s"]
+    assert status.attention(report, stale_after_s=400) == []
 
 
 def test_an_unreadable_env_file_is_a_configuration_error(tmp_path: Path) -> None:
