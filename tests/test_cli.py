@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import psycopg2.extensions
 import pytest
 
+from candlestack import db
 from pipeline import candles, insert_trades, scalar
 from reference import agg_trades, candles_from_trades
 from services import Postgres, candlestack_command, start_component, wait_for
 
 
 def run(pg: Postgres, database: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(candlestack_command(*args), env={"PATH": "/usr/bin:/bin", **pg.env(database)},
+    # PYTHONPATH passes through so that a worktree's src/ is what runs.
+    inherited = {key: os.environ[key] for key in ("PYTHONPATH",) if key in os.environ}
+    return subprocess.run(candlestack_command(*args), env={"PATH": "/usr/bin:/bin", **inherited, **pg.env(database)},
                           capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -23,7 +27,7 @@ def test_migrate_reports_what_it_applied_and_is_silent_when_current(pg: Postgres
     pg.create_database("cli_migrate")
     first = run(pg, "cli_migrate", "db", "migrate")
     assert first.returncode == 0, first.stderr
-    assert first.stdout.splitlines() == ["applied 0001_init.sql"]
+    assert first.stdout.splitlines() == [f"applied {name}" for _, name, _ in db.available_migrations()]
     again = run(pg, "cli_migrate", "db", "migrate")
     assert (again.returncode, again.stdout) == (0, "")
 
@@ -53,10 +57,12 @@ def test_aggregator_run_in_local_mode_then_status_and_retention(
         cur.execute("UPDATE symbol_state SET last_trade_time = %s, last_trade_id = %s", (
             "2019-10-11T00:00:00Z", late[0].agg_id))
     status = run(pg, database, "status", "--json")
-    assert status.returncode == 0, status.stderr
+    # 2019's trades are years old: healthy otherwise, but stale.
+    assert status.returncode == 1, status.stderr
     report = json.loads(status.stdout)
     assert [row["symbol"] for row in report["symbols"]] == ["XRPETH"]
     assert report["dead_letters"]["count"] == 0 and report["aggregators"][0]["name"] == "run"
+    assert report["attention"] and all(reason.startswith("XRPETH: ") for reason in report["attention"])
     table = run(pg, database, "status")
     assert "XRPETH" in table.stdout and "dead letters: 0" in table.stdout
 

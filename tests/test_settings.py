@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from candlestack.errors import SettingsError
-from candlestack.settings import AggregatorSettings, ConsumerSettings, ProducerSettings
+from candlestack.settings import AggregatorSettings, ConsumerSettings, ProducerSettings, read_env_file
 from services import candlestack_command
 
 
@@ -69,3 +70,20 @@ def test_components_refuse_to_start_with_a_clear_message(command: list[str], env
     assert result.returncode == 78, result.stderr
     assert f"configuration error: {variable}:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_env_file_is_parsed_not_executed(tmp_path: Path) -> None:
+    path = tmp_path / "status.env"
+    path.write_text('# {{ ansible_managed }}\n\nCANDLESTACK_PG_USER="candlestack_status"\n'
+                    'CANDLESTACK_PG_PASSWORD="a\\"b\\\\c$(x)`y`"\nPLAIN=v=1\nSINGLE=\'q "r"\'\n')
+    assert read_env_file(str(path)) == {"CANDLESTACK_PG_USER": "candlestack_status",
+                                        "CANDLESTACK_PG_PASSWORD": 'a"b\\c$(x)`y`', "PLAIN": "v=1",
+                                        "SINGLE": 'q "r"'}
+
+
+def test_env_file_errors_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.env"
+    path.write_text("CANDLESTACK_PG_USER\n")
+    with pytest.raises(SettingsError) as bad:
+        read_env_file(str(path))
+    assert (bad.value.variable, bad.value.reason) == (str(path), "line 1 is not KEY=VALUE")

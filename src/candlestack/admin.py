@@ -3,21 +3,80 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from typing import Any
 
-from candlestack import db, logs
-from candlestack.settings import DatabaseSettings
+import psycopg2
+import psycopg2.errors
+
+from candlestack import db, logs, status
+from candlestack.errors import DatabaseError, DatabasePermissionError, DatabaseUnavailableError
+from candlestack.settings import DatabaseSettings, PostgresSettings, read_env_file
 
 log = logging.getLogger(__name__)
 
 
+# What each command's login needs; named in the one-line error when a privilege is missing.
+_NEEDS = {
+    "migrate": "the database owner",
+    "retention": "a member of candlestack_aggregate",
+    "status": "a member of candlestack_read",
+}
+
+
+@contextlib.contextmanager
+def database_errors(settings: PostgresSettings, *, needs: str) -> Iterator[None]:
+    """Turn psycopg2's exceptions into :class:`DatabaseError` subclasses naming server and user.
+
+    An operator command then ends with one line and a distinct exit code (see ``cli.main``)
+    instead of a traceback.
+    """
+    target = f"{settings.host}:{settings.port}/{settings.database}"
+    try:
+        yield
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        raise DatabasePermissionError(target, settings.user, _reason(exc), needs=needs) from exc
+    except psycopg2.Error as exc:
+        if _is_unavailable(exc):
+            raise DatabaseUnavailableError(target, settings.user, _reason(exc)) from exc
+        reason = _reason(exc)
+        if isinstance(exc, psycopg2.errors.UndefinedTable | psycopg2.errors.UndefinedColumn):
+            reason += " (is the schema migrated? candlestack db migrate)"
+        raise DatabaseError(target, settings.user, reason) from exc
+
+
+def _is_unavailable(exc: psycopg2.Error) -> bool:
+    """No server to talk to: libpq failed to connect (no SQLSTATE), the connection broke (08xxx),
+    or the server is shutting down (57P01-57P03); a cancelled statement (57014) is not that."""
+    code = exc.pgcode
+    return isinstance(exc, psycopg2.OperationalError) and (
+        code is None or code.startswith("08") or code in {"57P01", "57P02", "57P03"})
+
+
+def _reason(exc: psycopg2.Error) -> str:
+    """PostgreSQL's primary message, or the first line of libpq's (connection errors)."""
+    primary = exc.diag.message_primary if exc.diag is not None else None
+    if primary:
+        return str(primary)
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    # libpq: 'connection to server at "h" (1.2.3.4), port 5432 failed: FATAL:  password ...'
+    first = first.split(" failed: ", 1)[-1]
+    return first.removeprefix("FATAL:").strip()
+
+
 def db_command(args: argparse.Namespace) -> int:
+    """``db migrate|retention``; database errors become one line and an exit code."""
     settings = DatabaseSettings.from_env()
     logs.setup(settings.log)
+    with database_errors(settings.postgres, needs=_NEEDS[args.action]):
+        return _db_action(args, settings)
+
+
+def _db_action(args: argparse.Namespace, settings: DatabaseSettings) -> int:
     conn = db.connect(settings.postgres)
     try:
         if args.action == "migrate":
@@ -40,61 +99,27 @@ def db_command(args: argparse.Namespace) -> int:
         conn.close()
 
 
-STATUS_SQL = """
-SELECT h.symbol, h.last_price, h.last_trade_time, h.trades_stored,
-       h.trade_age_s, h.ingest_lag_s, h.last_candle_open, h.candle_lag_s
-FROM pipeline_health h ORDER BY h.symbol
-"""
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    return value
-
-
 def status_command(args: argparse.Namespace) -> int:
-    settings = DatabaseSettings.from_env()
+    """``status``: exit 0 when healthy, 1 when something needs attention (see ``status.attention``).
+
+    With ``--env-file`` the file's variables take precedence over the process environment, so
+    the deployed wrapper always uses the read-only credential it was installed with.
+    """
+    environ = {**os.environ, **read_env_file(args.env_file)} if args.env_file else None
+    settings = DatabaseSettings.from_env(environ)
     logs.setup(settings.log)
-    conn = db.connect(settings.postgres)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(STATUS_SQL)
-            columns = [d.name for d in cur.description]
-            rows = [dict(zip(columns, map(_jsonable, row), strict=True)) for row in cur.fetchall()]
-            cur.execute("SELECT count(*), max(received_at) FROM dead_letters")
-            dead_count, dead_last = cur.fetchone()
-            cur.execute("SELECT count(*), coalesce(sum(to_id - from_id + 1), 0) FROM ingest_gaps")
-            gap_count, gap_trades = cur.fetchone()
-            cur.execute("SELECT name, watermark_xid::text, ticks, updated_at FROM aggregator_state")
-            aggregators = [dict(zip(("name", "watermark_xid", "ticks", "updated_at"), map(_jsonable, r), strict=True))
-                           for r in cur.fetchall()]
-    finally:
-        conn.close()
-    report = {
-        "symbols": rows,
-        "dead_letters": {"count": dead_count, "last_received_at": _jsonable(dead_last)},
-        "gaps": {"count": gap_count, "missing_trades": int(gap_trades)},
-        "aggregators": aggregators,
-    }
+    with database_errors(settings.postgres, needs=_NEEDS["status"]):
+        conn = db.connect(settings.postgres)
+        try:
+            with conn, conn.cursor() as cur:
+                report = status.collect(cur, stale_after_s=args.stale_after)
+        finally:
+            conn.close()
+    reasons = status.attention(report, stale_after_s=args.stale_after)
     if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    header = f"{'symbol':<12} {'last price':>16} {'last trade (UTC)':<24} {'trades':>10} {'age s':>8} "
-    header += f"{'ingest lag s':>12} {'candle lag s':>12}"
-    print(header)
-    for row in rows:
-        print(f"{row['symbol']:<12} {row['last_price']:>16} {str(row['last_trade_time'])[:23]:<24} "
-              f"{row['trades_stored']:>10} {_fmt(row['trade_age_s']):>8} {_fmt(row['ingest_lag_s']):>12} "
-              f"{_fmt(row['candle_lag_s']):>12}")
-    print(f"dead letters: {dead_count} (last {dead_last or '-'}); gaps: {gap_count} ({int(gap_trades)} trades missing)")
-    for agg in aggregators:
-        print(f"aggregator {agg['name']}: watermark xid {agg['watermark_xid']}, {agg['ticks']} ticks, "
-              f"updated {agg['updated_at']}")
-    return 0
-
-
-def _fmt(value: Any) -> str:
-    return "-" if value is None else f"{float(value):.1f}"
+        print(json.dumps({**report, "healthy": not reasons, "attention": reasons}, indent=2))
+    else:
+        lines = status.render_text(report)
+        lines.append("healthy" if not reasons else "needs attention: " + "; ".join(reasons))
+        print("\n".join(lines))
+    return 1 if reasons else 0

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from candlestack.errors import SettingsError
+from candlestack.errors import DatabaseError, SettingsError
 
 log = logging.getLogger("candlestack")
 
@@ -24,6 +24,10 @@ def _utc(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO date/time: {text!r}") from None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+STATUS_EXIT_CODES = ("exit codes: 0 healthy, 1 needs attention, 69 PostgreSQL unreachable, "
+                     "70 other database error, 77 permission denied, 78 bad settings")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,8 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     retention = db_sub.add_parser("retention", help="drop raw-trade partitions older than the retention")
     retention.add_argument("--keep-days", type=int, help="days to keep (default CANDLESTACK_RETENTION_DAYS or 30)")
 
-    status = sub.add_parser("status", help="per-symbol freshness of trades and candles, lag and dead letters")
+    status = sub.add_parser("status", help="per-symbol freshness and lag, gaps, dead letters, incomplete candles; "
+                                           "exit 0 healthy, 1 needs attention",
+                            epilog=STATUS_EXIT_CODES)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--env-file", help="read CANDLESTACK_* settings from this KEY=VALUE file first "
+                                           "(its values win over the environment)")
+    status.add_argument("--stale-after", type=float, default=300.0, metavar="SECONDS",
+                        help="a trade age, ingest or candle lag above this needs attention (default 300)")
     return parser
 
 
@@ -104,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # list in RestartPreventExitStatus= so a bad setting does not restart-loop.
         print(f"candlestack: configuration error: {exc}", file=sys.stderr)
         return 78
+    except DatabaseError as exc:
+        # db and status only; 69 unreachable, 77 permission denied, 70 any other database error.
+        print(f"candlestack: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
 

@@ -39,5 +39,50 @@ class GapFillError(CandlestackError):
         self.from_id = from_id
         self.to_id = to_id
         self.reason = reason
+<<<<<<< HEAD
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+=======
+
+
+class DatabaseError(CandlestackError):
+    """An operator command's database work failed.
+
+    ``target`` is ``host:port/database``, ``user`` the login and ``reason`` PostgreSQL's own
+    words; ``exit_code`` is what ``candlestack`` exits with (sysexits.h), so scripts and timers
+    can tell the cases apart without parsing the message.
+    """
+
+    exit_code = 70  # EX_SOFTWARE: anything not covered by a subclass
+
+    def __init__(self, target: str, user: str, reason: str) -> None:
+        super().__init__(reason)
+        self.target = target
+        self.user = user
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"database error at {self.target} (user {self.user}): {self.reason}"
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The server did not accept the connection (down, unreachable, or refused the login)."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+
+    def __str__(self) -> str:
+        return f"cannot connect to PostgreSQL at {self.target} as {self.user}: {self.reason}"
+
+
+class DatabasePermissionError(DatabaseError):
+    """The login lacks a privilege; ``needs`` names the group role (or owner) the command needs."""
+
+    exit_code = 77  # EX_NOPERM
+
+    def __init__(self, target: str, user: str, reason: str, *, needs: str) -> None:
+        super().__init__(target, user, reason)
+        self.needs = needs
+
+    def __str__(self) -> str:
+        return f"{self.reason} (user {self.user} at {self.target}; this command needs {self.needs})"
+>>>>>>> wip/status

@@ -113,6 +113,43 @@ class Env:
         return value
 
 
+def read_env_file(path: str) -> dict[str, str]:
+    """The ``KEY=VALUE`` lines of an environment file, as systemd's ``EnvironmentFile=`` reads them.
+
+    Covers what the deployment writes: blank lines and ``#``/``;`` comments are skipped, and a
+    value may be in double quotes (a backslash escapes the next character, as
+    ``roles/systemd_service`` writes them) or single quotes. The file is parsed, never executed,
+    so a password may hold any character.
+
+    Raises:
+        SettingsError: naming the file, when it cannot be read or a line is not ``KEY=VALUE``.
+    """
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except OSError as exc:
+        hint = " (it is root's: run with sudo)" if isinstance(exc, PermissionError) else ""
+        raise SettingsError(path, f"cannot read: {exc.strerror}{hint}") from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text[0] in "#;":
+            continue
+        key, sep, value = text.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key.strip()):
+            raise SettingsError(path, f"line {number} is not KEY=VALUE")
+        values[key.strip()] = _unquote(value.strip())
+    return values
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r'\\(.)', r"\1", value[1:-1])
+    if len(value) >= 2 and value[0] == value[-1] == "'":
+        return value[1:-1]
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = "INFO"

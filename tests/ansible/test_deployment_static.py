@@ -153,3 +153,44 @@ def test_make_test_leaves_the_make_up_host_alone(venv_bin: Path) -> None:
     assert scenario_names, "no Molecule platforms found"
     assert make_up_name.group(1) not in scenario_names
     assert make_up_name.group(1) not in (ROOT / "tests" / "ansible" / "run-molecule.sh").read_text()
+
+
+def _referenced_vault_names(inventory: str) -> set[str]:
+    found: set[str] = set()
+    for path in (ROOT / inventory / "group_vars").rglob("*.yml"):
+        found |= set(re.findall(r"\bvault_[a-z0-9_]+", path.read_text()))
+    return found
+
+
+def _make_vault_names() -> set[str]:
+    """The vault_* names scripts/make-vault.sh generates for the tests' throwaway vaults."""
+    script = (ROOT / "scripts" / "make-vault.sh").read_text()
+    passwords = re.search(r"passwords=\((.*?)\)", script, re.S)
+    assert passwords is not None
+    return ({f"vault_{key}_password" for key in passwords.group(1).split()}
+            | set(re.findall(r"'(vault_[a-z0-9_]+): ", script)))
+
+
+@pytest.mark.parametrize("inventory", ["inventory/local", "inventory/lab", "inventory/cluster"])
+def test_every_vault_secret_is_documented_and_generated(inventory: str) -> None:
+    referenced = _referenced_vault_names(inventory)
+    example = set(re.findall(r"^(vault_[a-z0-9_]+):", (ROOT / inventory / "group_vars" / "all" / "vault.yml.example")
+                             .read_text(), re.M))
+    assert "vault_candlestack_status_db_password" in referenced
+    assert referenced <= example, referenced - example
+    assert referenced <= _make_vault_names(), referenced - _make_vault_names()
+
+
+@pytest.mark.parametrize("inventory", ["inventory/local", "inventory/lab", "inventory/cluster"])
+def test_every_inventory_deploys_the_read_only_status_login(venv_bin: Path, inventory: str) -> None:
+    """candlestack-status works on every pipeline host: its secret, its user in candlestack_read, pg_hba."""
+    groups, hostvars = _inventory(inventory, venv_bin)
+    for host in groups["pipeline"]:
+        assert hostvars[host]["candlestack_pg_status_password"] == "{{ vault_candlestack_status_db_password }}", host
+    for host in groups["postgresql"]:
+        users = {user["name"]: user for user in hostvars[host]["postgresql_users"]}
+        assert users["candlestack_status"]["groups"] == ["candlestack_read"], host
+        assert users["candlestack_status"]["databases"] == ["candlestack"], host
+        for client in hostvars[host].get("postgresql_hba_clients", []):
+            if "candlestack_owner" in client["users"]:
+                assert "candlestack_status" in client["users"], (host, client)
