@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 from psycopg2.extras import execute_values
 
@@ -110,13 +111,15 @@ def is_data_error(exc: BaseException) -> bool:
 
     Retrying such a batch fails the same way forever; splitting it finds the message(s) at
     fault. OperationalError (server gone, lock timeout, deadlock, cancel) and InterfaceError
-    (connection closed) are transient and go to the caller's retry instead.
+    (connection closed) are transient and go to the caller's retry instead. ProgrammingError
+    (SQLSTATE class 42: a missing function or table, a missing privilege) is not a data error
+    either: splitting would set every message aside, so it stops the consumer instead, loudly.
     """
     return isinstance(exc, (
-        psycopg2.DataError,          # a value out of range, bad text (e.g. NUL), bad number
-        psycopg2.IntegrityError,     # a CHECK, NOT NULL or unique constraint
-        psycopg2.ProgrammingError,   # e.g. a trigger raising, or a value the SQL cannot take
-        psycopg2.NotSupportedError,  # e.g. a value a feature cannot handle
+        psycopg2.DataError,                # class 22: a value out of range, bad text (NUL), bad number
+        psycopg2.IntegrityError,           # class 23: a CHECK, NOT NULL or unique constraint
+        psycopg2.errors.RaiseException,    # P0001: a trigger or function refusing a row
+        psycopg2.errors.AssertFailure,     # P0004: the same, by ASSERT
     ))
 
 
