@@ -113,9 +113,16 @@ class OffsetWatch:
         self._client.consume(100_000, timeout=0.3)  # read (and drop) what is new, for fresh watermarks
         return sum(max(self._client.get_watermark_offsets(tp, cached=True)[1], 0) for tp in self._partitions)
 
-    def caught_up(self, end: int) -> bool:
-        """Is the topic ``end`` messages long, and all of it committed?"""
-        return self.end() == end and self.committed() == end
+    def caught_up(self, at_least: int) -> bool:
+        """Does the topic hold ``at_least`` messages, and is all of it committed?"""
+        end = self.end()
+        return end >= at_least and self.committed() == end
+
+    @classmethod
+    def of(cls, pipeline_env: dict[str, str]) -> OffsetWatch:
+        """The watch of the consumer group, topic and broker of a test's pipeline environment."""
+        return cls(pipeline_env["CANDLESTACK_KAFKA_BOOTSTRAP_SERVERS"], pipeline_env["CANDLESTACK_KAFKA_TOPIC"],
+                   pipeline_env["CANDLESTACK_KAFKA_GROUP_ID"])
 
     def close(self) -> None:
         self._client.close()

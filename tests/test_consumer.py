@@ -83,7 +83,7 @@ def run_consumer_until_caught_up(pipeline_env: dict[str, str], broker: Broker, t
                                  published: int) -> Component:
     """Start a consumer and wait until its committed offsets reach the end of the topic."""
     consumer = start_component("consumer", ["consumer"], pipeline_env, logdir)
-    watch = OffsetWatch(broker.bootstrap, topic, pipeline_env["CANDLESTACK_KAFKA_GROUP_ID"])
+    watch = OffsetWatch.of(pipeline_env)
     try:
         wait_for(lambda: watch.caught_up(published) or consumer.proc.poll() is not None,
                  timeout=60, what="offsets committed up to the end of the topic")
