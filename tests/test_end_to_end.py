@@ -195,7 +195,7 @@ def test_producer_holds_trades_while_the_broker_is_down(
     port = free_port()
     env = {**pg.env(database), "CANDLESTACK_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
            "CANDLESTACK_KAFKA_TOPIC": "trades.broker_down", "CANDLESTACK_KAFKA_GROUP_ID": "broker-down",
-           "CANDLESTACK_PRODUCER_BUFFER_MAX_MESSAGES": "2000"}
+           "CANDLESTACK_PRODUCER_BUFFER_MAX_MESSAGES": "2000", "CANDLESTACK_SYMBOLS": "xrpeth"}
     replay = start_replay(["--csv", str(AGG_TRADES_CSV), "--rate", "4000"], logdir)
     producer = start_component("producer", ["producer"], producer_env(env, replay), logdir)
     try:
