@@ -61,7 +61,8 @@ def create_partitions(conn: psycopg2.extensions.connection, *, ahead_days: int, 
     # Like migrate: stdout stays empty when nothing changed.
     if created:
         print(f"created {created} partitions")
-    log.info("partitions ensured", extra={"from": first.isoformat(), "to": last.isoformat(), "created": created})
+    log.info("partitions ensured",
+             extra={"first_day": first.isoformat(), "last_day": last.isoformat(), "new_partitions": created})
     return 0
 
 

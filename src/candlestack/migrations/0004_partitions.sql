@@ -32,5 +32,3 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION ensure_trade_partitions_on(date[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ensure_trade_partitions_on(date[]) TO candlestack_ingest;
--- `candlestack db partitions` runs as the aggregator's login, like retention.
-GRANT EXECUTE ON FUNCTION ensure_trade_partitions(date, date) TO candlestack_aggregate;
