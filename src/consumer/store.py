@@ -103,9 +103,6 @@ class WriteResult:
                            refused=self.refused + other.refused)
 
 
-NOTHING_WRITTEN = WriteResult(inserted=0, duplicates=0, dead_letters=0, gaps=0)
-
-
 def is_data_error(exc: BaseException) -> bool:
     """Did PostgreSQL refuse the batch for what it holds (rather than for connection trouble)?
 
@@ -214,7 +211,9 @@ class TradeStore:
     def _refuse(self, batch: Batch, exc: psycopg2.Error) -> WriteResult:
         """Set the single message of ``batch`` aside, with the database's error as the reason."""
         record = batch.only_record()
-        letter = DeadLetter.of(record, "value", f"refused by the database: {type(exc).__name__}: {_error_line(exc)}")
+        # PostgreSQL names the column for some errors (NOT NULL); otherwise the whole message.
+        field = getattr(exc.diag, "column_name", None) or "value"
+        letter = DeadLetter.of(record, field, f"refused by the database: {type(exc).__name__}: {_error_line(exc)}")
         metrics.REFUSED.inc()
         log.warning("message refused by the database; set aside as a dead letter", extra={
             "topic": record.topic, "partition": record.partition, "offset": record.offset, "error": letter.reason})
