@@ -13,7 +13,7 @@ import pytest
 
 from candlestack import contract
 from candlestack.contract import MAX_ID, NO_BOUNDS, Bounds, Gap, Trade, decode, from_body, nesting_depth
-from candlestack.errors import ContractError
+from candlestack.errors import ContractError, SettingsError
 from candlestack.settings import ConsumerSettings
 from consumer import batch as batch_module
 from consumer.batch import Batch, DeadLetter, Record, build_batch
@@ -240,3 +240,10 @@ def test_consumer_stores_the_configured_symbols_unless_told_to_accept_any() -> N
     assert ConsumerSettings.from_env({**base, "CANDLESTACK_SYMBOLS": "xrpeth"}).symbols == ("XRPETH",)
     assert ConsumerSettings.from_env({**base, "CANDLESTACK_CONSUMER_ACCEPT_ANY_SYMBOL": "true"}).symbols is None
     assert Bounds.at(int(time.time() * 1000), symbols=None).symbols is None
+
+
+def test_accept_any_symbol_must_be_a_boolean() -> None:
+    with pytest.raises(SettingsError) as error:
+        ConsumerSettings.from_env({"CANDLESTACK_PG_HOST": "/run/postgresql",
+                                   "CANDLESTACK_CONSUMER_ACCEPT_ANY_SYMBOL": "maybe"})
+    assert error.value.variable == "CANDLESTACK_CONSUMER_ACCEPT_ANY_SYMBOL"

@@ -269,6 +269,11 @@ def parse(payload: bytes | None) -> Any:
 def decode(payload: bytes | None, bounds: Bounds = NO_BOUNDS) -> Message:
     """Parse and validate one Kafka message value.
 
+    Args:
+        payload: the raw message value (None for a tombstone).
+        bounds: the latest acceptable time and the accepted symbols; the default accepts any
+            symbol and times up to 2100 (for tools; readers pass ``Bounds.at(now)``).
+
     Raises:
         ContractError: the payload is not a valid message of a known version; ``field`` names
             the first offending field.

@@ -181,9 +181,10 @@ class IngestLoop:
         while time.monotonic() < deadline and not self._stop.is_set():
             # Partitions are paused, so this only keeps heartbeats and rebalances going; a
             # message fetched before the pause still comes after this batch: it joins it.
-            for message in self._consumer.consume(100, timeout=min(0.5, delay_s)):
-                if message.error() is None:
-                    batch.absorb(build_batch([to_record(message)], self._bounds()))
+            records = [to_record(message) for message in self._consumer.consume(100, timeout=min(0.5, delay_s))
+                       if message.error() is None]
+            if records:
+                batch.absorb(build_batch(records, self._bounds()))
         return self._stop.is_set()
 
     def _commit(self, batch: Batch) -> None:
