@@ -78,6 +78,9 @@ class Context:
             "CANDLESTACK_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
             "CANDLESTACK_KAFKA_TOPIC": topic,
             "CANDLESTACK_KAFKA_GROUP_ID": "group-" + topic,
+            # Every symbol any benchmark uses, so that the consumer stores them (it sets
+            # other symbols aside); a benchmark's producer may stream fewer.
+            "CANDLESTACK_SYMBOLS": "btcusdt,ethusdt,bnbusdt,xrpusdt",
         }
 
 

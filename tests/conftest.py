@@ -90,6 +90,7 @@ def pipeline_env(pg: Postgres, database: str, broker: Broker, topic: str) -> dic
         "CANDLESTACK_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
         "CANDLESTACK_KAFKA_TOPIC": topic,
         "CANDLESTACK_KAFKA_GROUP_ID": "group-" + topic,
+        "CANDLESTACK_SYMBOLS": "xrpeth",
         "CANDLESTACK_PRODUCER_RECONNECT_INITIAL_S": "0.05",
         "CANDLESTACK_PRODUCER_RECONNECT_MAX_S": "0.5",
     }

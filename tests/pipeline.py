@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 import psycopg2.extensions
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from psycopg2.extras import execute_values
 
 from candlestack.contract import Trade
@@ -88,3 +88,41 @@ def stored_quote_volumes(conn: psycopg2.extensions.connection, timeframe: str,
         cur.execute("SELECT (extract(epoch FROM open_time) * 1000)::bigint, quote_volume FROM candles "
                     "WHERE symbol = %s AND timeframe = %s AND trade_count > 0", (symbol, timeframe))
         return dict(cur.fetchall())
+
+
+class OffsetWatch:
+    """Reads a consumer group's committed offsets and the topic's end, summed over partitions.
+
+    Waiting on these rather than on row counts waits for exactly what the consumer promises:
+    offsets move only once the rows are durable. The end comes from the high watermarks of
+    fetch responses (this client reads the topic, outside the group): Tansu answers every
+    ListOffsets "latest" with 1, so get_watermark_offsets(cached=False) cannot be trusted.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, group: str) -> None:
+        self._client = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+                                 "fetch.wait.max.ms": 10})
+        metadata = self._client.list_topics(topic, timeout=10)
+        self._partitions = [TopicPartition(topic, p) for p in sorted(metadata.topics[topic].partitions)]
+        self._client.assign([TopicPartition(topic, p.partition, 0) for p in self._partitions])
+
+    def committed(self) -> int:
+        return sum(max(tp.offset, 0) for tp in self._client.committed(self._partitions, timeout=10))
+
+    def end(self) -> int:
+        self._client.consume(100_000, timeout=0.3)  # read (and drop) what is new, for fresh watermarks
+        return sum(max(self._client.get_watermark_offsets(tp, cached=True)[1], 0) for tp in self._partitions)
+
+    def caught_up(self, at_least: int) -> bool:
+        """Does the topic hold ``at_least`` messages, and is all of it committed?"""
+        end = self.end()
+        return end >= at_least and self.committed() == end
+
+    @classmethod
+    def of(cls, pipeline_env: dict[str, str]) -> OffsetWatch:
+        """The watch of the consumer group, topic and broker of a test's pipeline environment."""
+        return cls(pipeline_env["CANDLESTACK_KAFKA_BOOTSTRAP_SERVERS"], pipeline_env["CANDLESTACK_KAFKA_TOPIC"],
+                   pipeline_env["CANDLESTACK_KAFKA_GROUP_ID"])
+
+    def close(self) -> None:
+        self._client.close()

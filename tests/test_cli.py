@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2.extensions
@@ -16,11 +18,14 @@ from reference import agg_trades, candles_from_trades
 from services import Postgres, candlestack_command, start_component, wait_for
 
 
+def env_of(pg: Postgres, database: str) -> dict[str, str]:
+    # PYTHONPATH passes on, so that a work tree's own code is what runs.
+    return {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **pg.env(database)}
+
+
 def run(pg: Postgres, database: str, *args: str) -> subprocess.CompletedProcess[str]:
-    # PYTHONPATH passes through so that a worktree's src/ is what runs.
-    inherited = {key: os.environ[key] for key in ("PYTHONPATH",) if key in os.environ}
-    return subprocess.run(candlestack_command(*args), env={"PATH": "/usr/bin:/bin", **inherited, **pg.env(database)},
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(candlestack_command(*args), env=env_of(pg, database), capture_output=True, text=True,
+                          timeout=120, check=False)
 
 
 def test_migrate_reports_what_it_applied_and_is_silent_when_current(pg: Postgres) -> None:
@@ -29,6 +34,33 @@ def test_migrate_reports_what_it_applied_and_is_silent_when_current(pg: Postgres
     assert first.returncode == 0, first.stderr
     assert first.stdout.splitlines() == [f"applied {name}" for _, name, _ in db.available_migrations()]
     again = run(pg, "cli_migrate", "db", "migrate")
+    assert (again.returncode, again.stdout) == (0, "")
+
+
+def test_partitions_are_created_ahead_and_a_busy_lock_is_waited_out(
+    pg: Postgres, database: str, conn: psycopg2.extensions.connection,
+) -> None:
+    today = datetime.now(UTC).date()
+    first = run(pg, database, "db", "partitions", "--ahead", "2")
+    assert (first.returncode, first.stdout) == (0, "created 3 partitions\n"), first.stderr
+    names = [(today + timedelta(days=n)).strftime("trades_%Y%m%d") for n in range(3)]
+    assert scalar(conn, "SELECT count(*) FROM pg_class WHERE relname = ANY(%s)", (names,)) == 3
+    # A long reader holds the table: the DDL gives up after its lock_timeout and tries again.
+    blocker = pg.connect(database)
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("LOCK TABLE trades IN ACCESS SHARE MODE")
+            job = subprocess.Popen(candlestack_command("db", "partitions", "--ahead", "4"), env=env_of(pg, database),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(5)
+            assert job.poll() is None
+        blocker.rollback()
+        out, err = job.communicate(timeout=60)
+    finally:
+        blocker.close()
+    assert (job.returncode, out) == (0, "created 2 partitions\n"), err
+    assert "partition lock busy; retrying" in err
+    again = run(pg, database, "db", "partitions", "--ahead", "4")
     assert (again.returncode, again.stdout) == (0, "")
 
 

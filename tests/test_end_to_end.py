@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 from aggregator.jobs import Aggregator
 from candlestack import db
 from conftest import aggregator_settings
-from pipeline import candle_table, candles, scalar, stored_ids, stored_quote_volumes
+from pipeline import OffsetWatch, candle_table, candles, scalar, stored_ids, stored_quote_volumes
 from reference import agg_trades, binance_klines, candles_from_trades, quote_volumes
 from services import (
     AGG_TRADES_CSV,
@@ -49,8 +49,14 @@ def run_feed(replay_args: list[str], pipeline_env: dict[str, str], conn: psycopg
             during(replay, consumer)
         wait_for(lambda: replay.status()["done"], timeout=120, what="replay to finish")
         assert replay.published_ids("XRPETH") == CSV_IDS
-        wait_for(lambda: scalar(conn, "SELECT count(*) FROM trades") == len(CSV_IDS), timeout=120,
-                 what=f"all trades stored (replay log: {replay.component.log_path})")
+        watch = OffsetWatch.of(pipeline_env)
+        try:
+            # Offsets are committed once rows are durable: every message of the topic is handled.
+            wait_for(lambda: watch.caught_up(len(CSV_IDS)), timeout=120,
+                     what=f"offsets committed up to the end of the topic (replay log: {replay.component.log_path})")
+        finally:
+            watch.close()
+        assert scalar(conn, "SELECT count(*) FROM trades") == len(CSV_IDS)
     finally:
         assert producer.stop() == 0, producer.log()
         replay.component.stop()
@@ -117,18 +123,23 @@ def test_consumer_killed_mid_batch_then_restarted_stores_everything_once(
     pipeline_env: dict[str, str], conn: psycopg2.extensions.connection, logdir: Path,
 ) -> None:
     restarted: list[Component] = []
+    watch = OffsetWatch.of(pipeline_env)
 
     def kill_and_restart(_replay: Replay, consumer: Component) -> None:
-        wait_for(lambda: (scalar(conn, "SELECT count(*) FROM trades") or 0) > 2000, timeout=60, what="ingest start")
+        wait_for(lambda: watch.committed() > 2000, timeout=60, what="ingest start")
+        end_before = watch.end()
         consumer.stop(signal.SIGKILL)
         assert consumer.proc.returncode == -signal.SIGKILL
+        # The kill landed while messages already in the topic were not committed yet: the
+        # restarted consumer must read them again.
+        committed_at_kill = watch.committed()
+        assert committed_at_kill < end_before, (committed_at_kill, end_before)
         restarted.append(start_component("consumer", ["consumer"], pipeline_env, logdir))
 
     try:
         run_feed(["--rate", "2000"], pipeline_env, conn, logdir, during=kill_and_restart)
-    except AssertionError:
-        raise
     finally:
+        watch.close()
         for component in restarted:
             assert component.stop() == 0, component.log()
     assert stored_ids(conn) == CSV_IDS
@@ -184,7 +195,7 @@ def test_producer_holds_trades_while_the_broker_is_down(
     port = free_port()
     env = {**pg.env(database), "CANDLESTACK_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
            "CANDLESTACK_KAFKA_TOPIC": "trades.broker_down", "CANDLESTACK_KAFKA_GROUP_ID": "broker-down",
-           "CANDLESTACK_PRODUCER_BUFFER_MAX_MESSAGES": "2000"}
+           "CANDLESTACK_PRODUCER_BUFFER_MAX_MESSAGES": "2000", "CANDLESTACK_SYMBOLS": "xrpeth"}
     replay = start_replay(["--csv", str(AGG_TRADES_CSV), "--rate", "4000"], logdir)
     producer = start_component("producer", ["producer"], producer_env(env, replay), logdir)
     try:

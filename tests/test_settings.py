@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -65,7 +66,9 @@ def test_bad_aggregator_settings(environ: dict[str, str], variable: str) -> None
 ])
 def test_components_refuse_to_start_with_a_clear_message(command: list[str], environ: dict[str, str],
                                                          variable: str) -> None:
-    result = subprocess.run(candlestack_command(*command), env={"PATH": "/usr/bin:/bin", **environ},
+    # PYTHONPATH passes on, so that a work tree's own code is what runs.
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **environ}
+    result = subprocess.run(candlestack_command(*command), env=env,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 78, result.stderr
     assert f"configuration error: {variable}:" in result.stderr

@@ -1,4 +1,4 @@
-"""Operator commands: ``db migrate``, ``db retention`` and ``status``."""
+"""Operator commands: ``db migrate``, ``db retention``, ``db partitions`` and ``status``."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg2
 import psycopg2.errors
+import psycopg2.extensions
 
 from candlestack import db, logs, status
+from candlestack.backoff import Backoff
 from candlestack.errors import DatabaseError, DatabasePermissionError, DatabaseUnavailableError
 from candlestack.settings import DatabaseSettings, PostgresSettings, read_env_file
 
@@ -85,6 +88,9 @@ def _db_action(args: argparse.Namespace, settings: DatabaseSettings) -> int:
             for name in db.migrate(conn):
                 print(f"applied {name}")
             return 0
+        if args.action == "partitions":
+            ahead = settings.partitions_ahead_days if args.ahead is None else args.ahead
+            return create_partitions(conn, ahead_days=ahead)
         keep_days = args.keep_days or settings.retention_days
         cutoff = (datetime.now(UTC) - timedelta(days=keep_days)).date()
         with conn, conn.cursor() as cur:
@@ -97,6 +103,44 @@ def _db_action(args: argparse.Namespace, settings: DatabaseSettings) -> int:
         return 0
     finally:
         conn.close()
+
+
+def create_partitions(conn: psycopg2.extensions.connection, *, ahead_days: int, attempts: int = 8) -> int:
+    """Create today's partition and the next ``ahead_days`` days' (UTC), so that the consumer
+    seldom has to take the parent table's lock itself.
+
+    The SQL function gives up after its lock_timeout; that is retried with backoff here.
+    """
+    first = datetime.now(UTC).date()
+    last = first + timedelta(days=ahead_days)
+    created = _retry_on_lock_timeout(lambda: _ensure_partitions(conn, first, last), attempts=attempts)
+    # Like migrate: stdout stays empty when nothing changed.
+    if created:
+        print(f"created {created} partitions")
+    log.info("partitions ensured",
+             extra={"first_day": first.isoformat(), "last_day": last.isoformat(), "new_partitions": created})
+    return 0
+
+
+def _ensure_partitions(conn: psycopg2.extensions.connection, first: date, last: date) -> int:
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT ensure_trade_partitions(%s, %s)", (first, last))
+        row = cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def _retry_on_lock_timeout(action: Callable[[], int], *, attempts: int) -> int:
+    backoff = Backoff(0.5, 15.0)
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except psycopg2.errors.LockNotAvailable:
+            if attempt == attempts:
+                raise
+            delay = backoff.next_delay()
+            log.warning("partition lock busy; retrying", extra={"attempt": attempt, "retry_in_s": round(delay, 2)})
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def status_command(args: argparse.Namespace) -> int:

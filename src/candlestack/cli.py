@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser("migrate", help="apply pending schema migrations (safe to re-run)")
     retention = db_sub.add_parser("retention", help="drop raw-trade partitions older than the retention")
     retention.add_argument("--keep-days", type=int, help="days to keep (default CANDLESTACK_RETENTION_DAYS or 30)")
+    partitions = db_sub.add_parser("partitions", help="create the raw-trade partitions of today and the next days")
+    partitions.add_argument("--ahead", type=int, choices=range(367), metavar="N",
+                            help="days after today (default CANDLESTACK_PARTITIONS_AHEAD_DAYS or 3)")
 
     status = sub.add_parser("status", help="per-symbol freshness and lag, gaps, dead letters, incomplete candles; "
                                            "exit 0 healthy, 1 needs attention",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -35,9 +36,24 @@ SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,20}$")
 # numeric(22,10) holds every Binance price and quantity (8 decimals) with room to spare; the
 # aggregator reads them as DECIMAL(22,10) so that Spark keeps exact arithmetic.
 DECIMAL_PATTERN = re.compile(r"^\d{1,12}(\.\d{1,10})?$")
-# 2000-01-01 .. 2100-01-01 in ms: anything else is a unit mix-up (seconds or microseconds).
-MIN_TIME_MS = 946_684_800_000
+# Binance opened on 2017-07-01 (UTC): no trade, event or ingest time can be older. Later than
+# 2100-01-01 is a unit mix-up (microseconds); the usual ceiling is tighter (see Bounds).
+MIN_TIME_MS = 1_498_867_200_000
 MAX_TIME_MS = 4_102_444_800_000
+# How far ahead of the reader's clock a time may be: clocks drift, but a trade a year ahead
+# would create a partition per day up to it, and never age out.
+MAX_AHEAD_MS = 86_400_000
+# Ids are stored as bigint.
+MAX_ID = 2**63 - 1
+# A trade message is ~300 bytes; a gap carries a short reason. Anything much larger is not ours,
+# and is refused before it is parsed.
+MAX_PAYLOAD_BYTES = 16_384
+# Every message is one flat object; json.loads recurses once per level, so a deeply nested
+# payload would raise RecursionError (or worse) inside the parser.
+MAX_DEPTH = 8
+# 2**63 has 19 digits: a longer integer literal is refused before int() sees it (Python refuses
+# to convert more than 4300 digits, and big ones are slow).
+MAX_INT_DIGITS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +112,32 @@ class Gap:
 
 Message = Trade | Gap
 
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What a reader accepts beyond the message's shape: the latest time and the symbols.
+
+    Passed in rather than read from the clock so that decoding stays pure (and cheap): a
+    reader builds one per batch with :meth:`at`.
+    """
+
+    max_time_ms: int = MAX_TIME_MS
+    # None accepts any well-formed symbol.
+    symbols: frozenset[str] | None = None
+
+    @classmethod
+    def at(cls, now_ms: int, *, symbols: Collection[str] | None = None) -> Bounds:
+        """Bounds for a reader whose clock reads ``now_ms``."""
+        return cls(max_time_ms=min(MAX_TIME_MS, now_ms + MAX_AHEAD_MS),
+                   symbols=None if symbols is None else frozenset(symbols))
+
+
+NO_BOUNDS = Bounds()
+
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
-_symbol_ok = SYMBOL_PATTERN.match
-_decimal_ok = DECIMAL_PATTERN.match
+# fullmatch, not match: "$" also matches before a trailing newline, which would reach COPY.
+_symbol_ok = SYMBOL_PATTERN.fullmatch
+_decimal_ok = DECIMAL_PATTERN.fullmatch
 
 
 def normalise_symbol(raw: str) -> str:
@@ -108,7 +147,7 @@ def normalise_symbol(raw: str) -> str:
         ContractError: the symbol is not 2-20 letters/digits.
     """
     symbol = raw.strip().upper()
-    if not SYMBOL_PATTERN.match(symbol):
+    if not SYMBOL_PATTERN.fullmatch(symbol):
         raise ContractError("symbol", f"bad symbol {raw!r}: expected 2-20 letters or digits")
     return symbol
 
@@ -125,17 +164,19 @@ def _require(body: dict[str, Any], field: str, kind: type | tuple[type, ...]) ->
 
 def _decimal(body: dict[str, Any], field: str, *, positive: bool) -> str:
     value = _require(body, field, str)
-    if not DECIMAL_PATTERN.match(value):
+    if not DECIMAL_PATTERN.fullmatch(value):
         raise ContractError(field, f"field {field!r} is not a decimal string fitting numeric(22,10): {value!r}")
     if positive and not value.strip("0.").strip():
         raise ContractError(field, f"field {field!r} must be positive: {value!r}")
     return value  # type: ignore[no-any-return]
 
 
-def _time_ms(body: dict[str, Any], field: str) -> int:
+def _time_ms(body: dict[str, Any], field: str, bounds: Bounds) -> int:
     value: int = _require(body, field, int)
     if not MIN_TIME_MS <= value <= MAX_TIME_MS:
-        raise ContractError(field, f"field {field!r} is not a millisecond timestamp: {value}")
+        raise ContractError(field, f"field {field!r} is not a millisecond timestamp since 2017-07-01: {value}")
+    if value > bounds.max_time_ms:
+        raise ContractError(field, f"field {field!r} is more than a day ahead of the clock: {value}")
     return value
 
 
@@ -143,9 +184,24 @@ def _trade_id(body: dict[str, Any], field: str, *, optional: bool = False) -> in
     if optional and body.get(field) is None:
         return None
     value: int = _require(body, field, int)
-    if value < 0:
-        raise ContractError(field, f"field {field!r} is negative: {value}")
+    if not 0 <= value <= MAX_ID:
+        raise ContractError(field, f"field {field!r} is outside 0..2^63-1: {value}")
     return value
+
+
+def _text(body: dict[str, Any], field: str) -> str:
+    value: str = _require(body, field, str)
+    # PostgreSQL text cannot hold NUL.
+    if "\x00" in value:
+        raise ContractError(field, f"field {field!r} contains a NUL character")
+    return value
+
+
+def _symbol(body: dict[str, Any], bounds: Bounds) -> str:
+    symbol = normalise_symbol(_text(body, "symbol"))
+    if bounds.symbols is not None and symbol not in bounds.symbols:
+        raise ContractError("symbol", f"symbol {symbol} is not configured")
+    return symbol
 
 
 def _stream(body: dict[str, Any]) -> StreamType:
@@ -155,23 +211,77 @@ def _stream(body: dict[str, Any]) -> StreamType:
     return stream  # type: ignore[no-any-return]
 
 
-def decode(payload: bytes | None) -> Message:
+def _refuse_long_int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS:
+        raise ContractError("value", f"integer of {len(text)} digits")
+    return int(text)
+
+
+_loads = json.JSONDecoder(parse_int=_refuse_long_int).decode
+
+
+def nesting_depth(payload: bytes) -> int:
+    """How deeply arrays and objects nest in a JSON text, without recursing.
+
+    Brackets inside strings do not count. Malformed text gets some number; the parser then
+    rejects it anyway.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in payload:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+def parse(payload: bytes | None) -> Any:
+    """Parse a message value as JSON, refusing what could hurt the parser.
+
+    Raises:
+        ContractError: empty, too large, too deeply nested, an over-long integer, or not JSON.
+    """
+    if payload is None:
+        raise ContractError("value", "empty message (tombstone)")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ContractError("value", f"message of {len(payload)} bytes; at most {MAX_PAYLOAD_BYTES}")
+    # Counting brackets is an upper bound of the depth and runs at C speed; only a payload with
+    # many brackets (never one of ours) pays for the exact scan.
+    if payload.count(b"[") + payload.count(b"{") > MAX_DEPTH and nesting_depth(payload) > MAX_DEPTH:
+        raise ContractError("value", f"JSON nested deeper than {MAX_DEPTH} levels")
+    try:
+        return _loads(payload.decode())
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise ContractError("value", f"not JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def decode(payload: bytes | None, bounds: Bounds = NO_BOUNDS) -> Message:
     """Parse and validate one Kafka message value.
+
+    Args:
+        payload: the raw message value (None for a tombstone).
+        bounds: the latest acceptable time and the accepted symbols; the default accepts any
+            symbol and times up to 2100 (for tools; readers pass ``Bounds.at(now)``).
 
     Raises:
         ContractError: the payload is not a valid message of a known version; ``field`` names
             the first offending field.
     """
-    if payload is None:
-        raise ContractError("value", "empty message (tombstone)")
-    try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ContractError("value", f"not JSON: {exc}") from None
-    return from_body(body)
+    return from_body(parse(payload), bounds)
 
 
-def _fast_trade(body: dict[str, Any]) -> Trade | None:
+def _fast_trade(body: dict[str, Any], bounds: Bounds) -> Trade | None:
     """The common case, checked in one expression; None sends the body to the careful path.
 
     It accepts exactly what the careful path accepts (the careful path also upper-cases
@@ -184,31 +294,34 @@ def _fast_trade(body: dict[str, Any]) -> Trade | None:
     except KeyError:
         return None
     first, last = body.get("first_trade_id"), body.get("last_trade_id")
-    if not (type(symbol) is str and _symbol_ok(symbol) and stream in STREAMS
-            and type(trade_id) is int and trade_id >= 0 and type(maker) is bool
+    # The patterns admit no NUL; bounds.max_time_ms never exceeds MAX_TIME_MS.
+    top, symbols = bounds.max_time_ms, bounds.symbols
+    if not (type(symbol) is str and _symbol_ok(symbol) and (symbols is None or symbol in symbols)
+            and stream in STREAMS
+            and type(trade_id) is int and 0 <= trade_id <= MAX_ID and type(maker) is bool
             and type(price) is str and _decimal_ok(price) and price.strip("0.")
             and type(qty) is str and _decimal_ok(qty)
-            and type(trade_ms) is int and MIN_TIME_MS <= trade_ms <= MAX_TIME_MS
-            and type(event_ms) is int and MIN_TIME_MS <= event_ms <= MAX_TIME_MS
-            and type(ingest_ms) is int and MIN_TIME_MS <= ingest_ms <= MAX_TIME_MS
+            and type(trade_ms) is int and MIN_TIME_MS <= trade_ms <= top
+            and type(event_ms) is int and MIN_TIME_MS <= event_ms <= top
+            and type(ingest_ms) is int and MIN_TIME_MS <= ingest_ms <= top
             and ((first is None and last is None)
-                 or (type(first) is int and type(last) is int and 0 <= first <= last))):
+                 or (type(first) is int and type(last) is int and 0 <= first <= last <= MAX_ID))):
         return None
     return Trade(symbol, stream, trade_id, price, qty, trade_ms, event_ms, maker, ingest_ms, first, last)
 
 
-def from_body(body: Any) -> Message:
+def from_body(body: Any, bounds: Bounds = NO_BOUNDS) -> Message:
     """Validate an already parsed message (see :func:`decode`)."""
     if not isinstance(body, dict):
         raise ContractError("value", "not a JSON object")
     if body.get("kind") == "trade" and body.get("v") == VERSION:
-        trade = _fast_trade(body)
+        trade = _fast_trade(body, bounds)
         if trade is not None:
             return trade
     if body.get("v") != VERSION:
-        raise ContractError("v", f"unsupported version {body.get('v')!r}")
+        raise ContractError("v", f"unsupported version {str(body.get('v'))[:40]!r}")
     kind = body.get("kind")
-    symbol = normalise_symbol(_require(body, "symbol", str))
+    symbol = _symbol(body, bounds)
     if kind == "trade":
         first = _trade_id(body, "first_trade_id", optional=True)
         last = _trade_id(body, "last_trade_id", optional=True)
@@ -222,10 +335,10 @@ def from_body(body: Any) -> Message:
             trade_id=trade_id,
             price=_decimal(body, "price", positive=True),
             qty=_decimal(body, "qty", positive=False),
-            trade_time=_time_ms(body, "trade_time"),
-            event_time=_time_ms(body, "event_time"),
+            trade_time=_time_ms(body, "trade_time", bounds),
+            event_time=_time_ms(body, "event_time", bounds),
             buyer_is_maker=_require(body, "buyer_is_maker", bool),
-            ingest_time=_time_ms(body, "ingest_time"),
+            ingest_time=_time_ms(body, "ingest_time", bounds),
             first_trade_id=first,
             last_trade_id=last,
         )
@@ -240,11 +353,11 @@ def from_body(body: Any) -> Message:
             stream=_stream(body),
             from_id=from_id,
             to_id=to_id,
-            reason=_require(body, "reason", str),
-            detected_at=_time_ms(body, "detected_at"),
+            reason=_text(body, "reason"),
+            detected_at=_time_ms(body, "detected_at", bounds),
             pending=_require(body, "pending", bool) if "pending" in body else False,
         )
-    raise ContractError("kind", f"unknown message kind {kind!r}")
+    raise ContractError("kind", f"unknown message kind {str(kind)[:40]!r}")
 
 
 def trade_from_binance(event: dict[str, Any], *, ingest_time: int) -> Trade:
@@ -253,6 +366,8 @@ def trade_from_binance(event: dict[str, Any], *, ingest_time: int) -> Trade:
     REST rows (``/api/v3/aggTrades``, ``/api/v3/historicalTrades``) use other field names and
     go through :func:`trade_from_rest`. Unknown fields (``b``, ``a`` of old trade frames,
     ``st``...) are ignored.
+
+    Times may be at most a day ahead of ``ingest_time`` (the producer's clock).
 
     Raises:
         ContractError: a required field is missing or malformed.
@@ -285,7 +400,7 @@ def trade_from_binance(event: dict[str, Any], *, ingest_time: int) -> Trade:
         buyer_is_maker=event.get("m"),
         ingest_time=ingest_time,
     )
-    message = from_body(body)
+    message = from_body(body, Bounds.at(ingest_time))
     assert isinstance(message, Trade)
     return message
 

@@ -39,10 +39,8 @@ class GapFillError(CandlestackError):
         self.from_id = from_id
         self.to_id = to_id
         self.reason = reason
-<<<<<<< HEAD
         self.retryable = retryable
         self.retry_after_s = retry_after_s
-=======
 
 
 class DatabaseError(CandlestackError):
@@ -85,4 +83,3 @@ class DatabasePermissionError(DatabaseError):
 
     def __str__(self) -> str:
         return f"{self.reason} (user {self.user} at {self.target}; this command needs {self.needs})"
->>>>>>> wip/status

@@ -86,6 +86,16 @@ class Env:
             raise SettingsError(PREFIX + name, f"{value} is below {minimum}")
         return value
 
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        if raw.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if raw.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise SettingsError(PREFIX + name, f"expected true or false, got {raw!r}")
+
     def optional_port(self, name: str, default: int | None) -> int | None:
         """A TCP port; ``0`` or ``off`` means disabled (``None``)."""
         raw = self.raw(name)
@@ -327,11 +337,17 @@ class ConsumerSettings:
     # How long a batch waits for more messages once the first has arrived.
     batch_linger_ms: int = 5
     retry_max_s: float = 30.0
+    # The symbols whose trades are stored (the producer's list); None stores any symbol.
+    symbols: tuple[str, ...] | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ConsumerSettings:
         env = Env(environ)
+        # A message for another symbol is a misrouted or forged message: set aside unless the
+        # operator says the topic carries more symbols than this host's producer streams.
+        accept_any = env.flag("CONSUMER_ACCEPT_ANY_SYMBOL", False)
         return cls(
+            symbols=None if accept_any else parse_symbols(env),
             kafka=KafkaSettings.from_env(env),
             postgres=PostgresSettings.from_env(env, application_name="candlestack-consumer"),
             metrics=MetricsSettings.from_env(env, default_port=9102),
@@ -411,6 +427,7 @@ class DatabaseSettings:
     postgres: PostgresSettings
     log: LogSettings
     retention_days: int = 30
+    partitions_ahead_days: int = 3
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DatabaseSettings:
@@ -419,6 +436,7 @@ class DatabaseSettings:
             postgres=PostgresSettings.from_env(env, application_name="candlestack-admin"),
             log=LogSettings.from_env(env),
             retention_days=env.integer("RETENTION_DAYS", 30, minimum=1),
+            partitions_ahead_days=env.integer("PARTITIONS_AHEAD_DAYS", 3, maximum=366),
         )
 
 

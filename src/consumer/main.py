@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from candlestack import logs
 from candlestack import metrics as metrics_endpoint
 from candlestack.backoff import Backoff
+from candlestack.contract import Bounds
 from candlestack.lifecycle import stop_on_signals
 from candlestack.settings import ConsumerSettings
 from consumer import metrics
@@ -78,12 +79,12 @@ class IngestLoop:
             while True:
                 stopping = self._stop.is_set()
                 records = [] if stopping else self._poll()
-                batch = build_batch(records) if records else None
+                batch = build_batch(records, self._bounds()) if records else None
                 if in_flight is not None:
                     batch = self._finish(*in_flight, following=batch)
                     in_flight = None
                 if batch is not None:
-                    in_flight = (batch, writer.submit(self._store.write, batch), time.perf_counter())
+                    in_flight = (batch, writer.submit(self._store.write_isolating, batch), time.perf_counter())
                 elif stopping:
                     break
         finally:
@@ -91,6 +92,10 @@ class IngestLoop:
             self._consumer.close()
             self._store.close()
             log.info("consumer stopped")
+
+    def _bounds(self) -> Bounds:
+        """What the contract accepts for messages read now (the clock is read once per batch)."""
+        return Bounds.at(int(time.time() * 1000), symbols=self._settings.symbols)
 
     def _finish(self, batch: Batch, write: Future[WriteResult], started: float,
                 *, following: Batch | None) -> Batch | None:
@@ -147,7 +152,7 @@ class IngestLoop:
                                 extra={"batch": batch.size})
                     return False
                 try:
-                    result = self._store.write(batch)
+                    result = self._store.write_isolating(batch)
                     break
                 except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                     metrics.DB_ERRORS.inc()
@@ -165,9 +170,10 @@ class IngestLoop:
         metrics.MESSAGES.labels("duplicate").inc(result.duplicates)
         metrics.MESSAGES.labels("dead_letter").inc(result.dead_letters)
         metrics.MESSAGES.labels("gap").inc(result.gaps)
-        if result.dead_letters:
+        if batch.dead_letters:
+            # Refused messages were logged one by one as they were isolated.
             log.warning("messages set aside as dead letters", extra={
-                "count": result.dead_letters, "first_reason": batch.dead_letters[0].reason})
+                "count": len(batch.dead_letters), "first_reason": batch.dead_letters[0].reason})
 
     def _wait(self, delay_s: float, batch: Batch) -> bool:
         """Sleep while serving the group protocol; True if asked to stop."""
@@ -175,9 +181,10 @@ class IngestLoop:
         while time.monotonic() < deadline and not self._stop.is_set():
             # Partitions are paused, so this only keeps heartbeats and rebalances going; a
             # message fetched before the pause still comes after this batch: it joins it.
-            for message in self._consumer.consume(100, timeout=min(0.5, delay_s)):
-                if message.error() is None:
-                    batch.absorb(build_batch([to_record(message)]))
+            records = [to_record(message) for message in self._consumer.consume(100, timeout=min(0.5, delay_s))
+                       if message.error() is None]
+            if records:
+                batch.absorb(build_batch(records, self._bounds()))
         return self._stop.is_set()
 
     def _commit(self, batch: Batch) -> None:

@@ -13,3 +13,7 @@ DB_ERRORS = Counter("candlestack_consumer_db_errors_total", "Failed batch writes
 COMMIT_ERRORS = Counter("candlestack_consumer_commit_errors_total", "Failed offset commits")
 LAG = Gauge("candlestack_consumer_lag_messages", "High watermark minus committed offset", ["partition"])
 LAST_COMMIT = Gauge("candlestack_consumer_last_commit_timestamp_seconds", "When offsets were last committed")
+SPLITS = Counter("candlestack_consumer_batch_splits_total",
+                 "Batches (or halves) PostgreSQL refused for their data, then split in two")
+REFUSED = Counter("candlestack_consumer_refused_messages_total",
+                  "Messages PostgreSQL refused, isolated by splitting and set aside as dead letters")

@@ -6,15 +6,18 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from datetime import date
 
+import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 from psycopg2.extras import execute_values
 
 from candlestack import db
 from candlestack.contract import Gap, Trade
 from candlestack.settings import PostgresSettings
-from consumer.batch import Batch
+from consumer import metrics
+from consumer.batch import Batch, DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,30 @@ class WriteResult:
     duplicates: int
     dead_letters: int
     gaps: int
+    # Of dead_letters: messages the database refused (set aside by write_isolating()).
+    refused: tuple[DeadLetter, ...] = ()
+
+    def plus(self, other: WriteResult) -> WriteResult:
+        return WriteResult(inserted=self.inserted + other.inserted, duplicates=self.duplicates + other.duplicates,
+                           dead_letters=self.dead_letters + other.dead_letters, gaps=self.gaps + other.gaps,
+                           refused=self.refused + other.refused)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Did PostgreSQL refuse the batch for what it holds (rather than for connection trouble)?
+
+    Retrying such a batch fails the same way forever; splitting it finds the message(s) at
+    fault. OperationalError (server gone, lock timeout, deadlock, cancel) and InterfaceError
+    (connection closed) are transient and go to the caller's retry instead. ProgrammingError
+    (SQLSTATE class 42: a missing function or table, a missing privilege) is not a data error
+    either: splitting would set every message aside, so it stops the consumer instead, loudly.
+    """
+    return isinstance(exc, (
+        psycopg2.DataError,                # class 22: a value out of range, bad text (NUL), bad number
+        psycopg2.IntegrityError,           # class 23: a CHECK, NOT NULL or unique constraint
+        psycopg2.errors.RaiseException,    # P0001: a trigger or function refusing a row
+        psycopg2.errors.AssertFailure,     # P0004: the same, by ASSERT
+    ))
 
 
 def unique_gaps(gaps: list[Gap]) -> list[Gap]:
@@ -121,6 +148,11 @@ def copy_line(t: Trade) -> str:
     return "\t".join(map(_copy_text, row)) + "\n"
 
 
+def _error_line(exc: psycopg2.Error) -> str:
+    text = (exc.pgerror or str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class TradeStore:
     """One connection, reused across batches; reconnects after a failure."""
 
@@ -148,19 +180,55 @@ class TradeStore:
         except psycopg2.Error:
             self._conn = None
 
+    def write_isolating(self, batch: Batch) -> WriteResult:
+        """Write the batch; if PostgreSQL refuses it for its data, set the culprits aside.
+
+        The batch is bisected: each half is written in its own transaction, and a half that is
+        refused again is split again, down to single messages. Those become dead letters with
+        the database's error as the reason; everything else is stored. On return all of it is
+        durable, so the batch's offsets may be committed. A crash half-way is harmless: the
+        batch is read again, and stored rows and dead letters are not duplicated.
+
+        Raises:
+            psycopg2.OperationalError, psycopg2.InterfaceError: connection trouble; retry the batch.
+        """
+        try:
+            return self.write(batch)
+        except psycopg2.Error as exc:
+            # Contract dead letters alone cannot be refused (their text is sanitised); if they
+            # were, splitting would not help, so the error goes up.
+            if not is_data_error(exc) or not batch.messages:
+                raise
+            error = exc
+        if batch.messages == 1:
+            return self._refuse(batch, error)
+        metrics.SPLITS.inc()
+        # The contract's dead letters do not depend on the rest: they go with the first half.
+        first, second = batch.halves()
+        first.dead_letters = batch.dead_letters
+        return self.write_isolating(first).plus(self.write_isolating(second))
+
+    def _refuse(self, batch: Batch, exc: psycopg2.Error) -> WriteResult:
+        """Set the single message of ``batch`` aside, with the database's error as the reason."""
+        record = batch.only_record()
+        # PostgreSQL names the column for some errors (NOT NULL); otherwise the whole message.
+        field = getattr(exc.diag, "column_name", None) or "value"
+        letter = DeadLetter.of(record, field, f"refused by the database: {type(exc).__name__}: {_error_line(exc)}")
+        metrics.REFUSED.inc()
+        log.warning("message refused by the database; set aside as a dead letter", extra={
+            "topic": record.topic, "partition": record.partition, "offset": record.offset, "error": letter.reason})
+        result = self.write(Batch(dead_letters=[*batch.dead_letters, letter]))
+        return replace(result, refused=(letter,))
+
     def write(self, batch: Batch) -> WriteResult:
         """Write the whole batch atomically; on return it is durable (committed)."""
         conn = self._connection()
-        new_days: list[date] = []
         inserted = 0
         with conn, conn.cursor() as cur:  # commits on success, rolls back on error
-            span = batch.trade_days()
-            if span is not None:
-                first, last = span
-                days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-                new_days = [day for day in days if day not in self._known_days]
-                if new_days:
-                    cur.execute("SELECT ensure_trade_partitions(%s, %s)", (min(new_days), max(new_days)))
+            # Only the days the batch holds: a far-future trade must not create every day up to it.
+            new_days = [day for day in batch.trade_days() if day not in self._known_days]
+            if new_days:
+                cur.execute("SELECT ensure_trade_partitions_on(%s::date[])", (new_days,))
             if batch.trades:
                 buffer = io.StringIO("".join(map(copy_line, batch.trades)))
                 cur.copy_from(buffer, "trades_stage", columns=STAGE_COLUMNS)
