@@ -473,7 +473,7 @@ def test_malformed_and_duplicate_frames_come_at_the_requested_frequency(replay: 
     for frame in frames:
         try:
             body = json.loads(frame)
-            good.append(trade_from_binance(body["data"], ingest_time=NOW_MS).trade_id)
+            good.append(trade_from_binance(body["data"], ingest_time=time.time_ns() // 1_000_000).trade_id)
         except json.JSONDecodeError:
             junk["not json"] += 1
         except ContractError:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 _NEEDS = {
     "migrate": "the database owner",
     "retention": "a member of candlestack_aggregate",
+    "partitions": "a member of candlestack_ingest",
     "status": "a member of candlestack_read",
 }
 
