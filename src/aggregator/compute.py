@@ -7,6 +7,8 @@ the result does not depend on how Spark happened to order the rows.
 
 from __future__ import annotations
 
+import threading
+import uuid
 from collections.abc import Sequence
 from functools import reduce
 from math import gcd
@@ -119,7 +121,8 @@ def candles(trades: DataFrame, intervals: Sequence[str]) -> DataFrame:
             "trade_count",
             F.col("first.trade_id").alias("first_trade_id"),
             F.col("last.trade_id").alias("last_trade_id"),
-            "trades",
+            # Distinct trades (one row per trade id): the measure of how fresh a candle is.
+            F.col("trades").alias("id_count"),
         ))
     return reduce(DataFrame.unionByName, frames)
 
@@ -127,10 +130,31 @@ def candles(trades: DataFrame, intervals: Sequence[str]) -> DataFrame:
 CandleRow = tuple[Any, ...]
 
 
+def collect_within(spark: SparkSession, frame: DataFrame, timeout_s: float | None) -> list[Any]:
+    """``frame.collect()``, with its jobs cancelled after ``timeout_s`` (None: never).
+
+    A job can wait forever for executors that never come (a restarted standalone master no
+    longer knows this application); a cancelled job raises instead, and the caller retries.
+    """
+    if timeout_s is None:
+        return frame.collect()
+    context = spark.sparkContext
+    tag = f"candlestack-{uuid.uuid4().hex}"
+    context.addJobTag(tag)  # tags are per thread: only this thread's jobs get it
+    timer = threading.Timer(timeout_s, context.cancelJobsWithTag, (tag,))
+    timer.daemon = True
+    timer.start()
+    try:
+        return frame.collect()
+    finally:
+        timer.cancel()
+        context.removeJobTag(tag)
+
+
 def compute(spark: SparkSession, postgres: PostgresSettings, where: list[str],
-            intervals: Sequence[str]) -> tuple[int, list[CandleRow]]:
+            intervals: Sequence[str], *, timeout_s: float | None = None) -> tuple[int, list[CandleRow]]:
     """Read the trades matching ``where`` and return (trades read, candle rows), in one Spark job."""
-    rows = candles(read_trades(spark, postgres, where), intervals).collect()
+    rows = collect_within(spark, candles(read_trades(spark, postgres, where), intervals), timeout_s)
     # Every interval partitions the same trades: count them on one.
-    count = sum(int(row["trades"]) for row in rows if row["timeframe"] == intervals[0])
-    return count, [tuple(row)[:-1] for row in rows]
+    count = sum(int(row["id_count"]) for row in rows if row["timeframe"] == intervals[0])
+    return count, [tuple(row) for row in rows]
