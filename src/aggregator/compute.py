@@ -141,6 +141,8 @@ def collect_within(spark: SparkSession, frame: DataFrame, timeout_s: float | Non
     context = spark.sparkContext
     tag = f"candlestack-{uuid.uuid4().hex}"
     context.addJobTag(tag)  # tags are per thread: only this thread's jobs get it
+    # Interrupt the tasks too, so that a read blocked on its socket stops holding executor cores.
+    context.setInterruptOnCancel(True)
     timer = threading.Timer(timeout_s, context.cancelJobsWithTag, (tag,))
     timer.daemon = True
     timer.start()
