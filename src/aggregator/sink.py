@@ -110,27 +110,34 @@ WHERE c.trade_count = 0 AND (c.open, c.high, c.low, c.close, c.complete) IS DIST
 # first). The first candle of a symbol has nothing stored before it, so its left edge counts as
 # complete: we cannot know where a stream we never saw began. Likewise the newest candle's right
 # edge, until a next one exists. Ids are assumed to grow with trade time, as Binance's do.
-COMPLETENESS_SQL = _BOUNDS + sql.SQL(""", judged AS (
-    SELECT c.symbol, c.timeframe, c.open_time,
-           c.last_trade_id - c.first_trade_id + 1 = c.id_count
-           AND coalesce(prev.last_trade_id + 1 = c.first_trade_id, true)
-           AND coalesce(c.last_trade_id + 1 = next.first_trade_id, true) AS complete
+COMPLETENESS_SQL = _BOUNDS + sql.SQL(""", region AS (
+    SELECT b.*, coalesce(b.prev_traded, b.lo) AS first_open, coalesce(b.next_traded, b.hi) AS last_open
     FROM bounds b
-    JOIN candles c ON c.symbol = b.symbol AND c.timeframe = b.timeframe AND c.trade_count > 0
-                  AND c.open_time BETWEEN coalesce(b.prev_traded, b.lo) AND coalesce(b.next_traded, b.hi)
-    LEFT JOIN LATERAL (
-        SELECT p.last_trade_id FROM candles p
-        WHERE p.symbol = c.symbol AND p.timeframe = c.timeframe AND p.trade_count > 0 AND p.open_time < c.open_time
-        ORDER BY p.open_time DESC LIMIT 1) prev ON true
-    LEFT JOIN LATERAL (
-        SELECT n.first_trade_id FROM candles n
-        WHERE n.symbol = c.symbol AND n.timeframe = c.timeframe AND n.trade_count > 0 AND n.open_time > c.open_time
-        ORDER BY n.open_time LIMIT 1) next ON true
+), reach AS (
+    -- One traded candle more on each side, so that lag/lead see every neighbour that exists.
+    SELECT r.*,
+           coalesce((SELECT max(open_time) FROM candles c WHERE c.symbol = r.symbol AND c.timeframe = r.timeframe
+                         AND c.trade_count > 0 AND c.open_time < r.first_open), r.first_open) AS from_open,
+           coalesce((SELECT min(open_time) FROM candles c WHERE c.symbol = r.symbol AND c.timeframe = r.timeframe
+                         AND c.trade_count > 0 AND c.open_time > r.last_open), r.last_open) AS to_open
+    FROM region r
+), traded AS MATERIALIZED (
+    SELECT c.open_time, r.first_open, r.last_open, c.complete AS stored,
+           c.last_trade_id - c.first_trade_id + 1 = c.id_count
+           AND coalesce(lag(c.last_trade_id) OVER w + 1 = c.first_trade_id, true)
+           AND coalesce(c.last_trade_id + 1 = lead(c.first_trade_id) OVER w, true) AS complete
+    FROM reach r
+    JOIN candles c ON c.symbol = r.symbol AND c.timeframe = r.timeframe AND c.trade_count > 0
+                  AND c.open_time BETWEEN r.from_open AND r.to_open
+    WINDOW w AS (ORDER BY c.open_time)
 )
-UPDATE candles c SET complete = j.complete, updated_at = now()
-FROM judged j
-WHERE c.symbol = j.symbol AND c.timeframe = j.timeframe AND c.open_time = j.open_time
-  AND c.complete IS DISTINCT FROM j.complete
+-- Keys as arrays (= ANY), so the planner looks the few changed rows up by primary key instead
+-- of joining the whole region row by row.
+UPDATE candles c SET complete = c.open_time = ANY (ARRAY(SELECT open_time FROM traded WHERE complete)),
+                     updated_at = now()
+WHERE c.symbol = %(symbol)s AND c.timeframe = %(timeframe)s
+  AND c.open_time = ANY (ARRAY(SELECT open_time FROM traded
+                               WHERE open_time BETWEEN first_open AND last_open AND complete <> stored))
 """)
 
 
