@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 from pyspark.sql import SparkSession
 
 from aggregator import compute, sink
+from aggregator.faults import JobTimeoutError, Recovery, recovery_for
 from aggregator.jobs import Aggregator
 from candlestack import admin, db
 from conftest import aggregator_settings
@@ -132,12 +133,23 @@ def test_a_failing_spark_read_is_logged_counted_retried_and_the_run_survives(
     assert int(str(watermark(conn))) > int(str(first_trade_xid))
 
 
-def test_a_spark_job_past_its_timeout_is_cancelled_and_the_session_still_works(spark: SparkSession) -> None:
+def test_a_spark_job_past_its_timeout_or_at_a_stop_is_cancelled_and_the_session_still_works(
+    spark: SparkSession,
+) -> None:
     endless = spark.range(0, 10**13, numPartitions=2).selectExpr("sum(id % 7) AS s")  # hours of work
     started = time.monotonic()
-    with pytest.raises(Exception, match=r"(?i)cancel"):
+    with pytest.raises(JobTimeoutError) as caught:
         compute.collect_within(spark, endless, 2.0)
-    assert time.monotonic() - started < 60
+    assert recovery_for(caught.value) is Recovery.NEW_SESSION
+    assert 1.5 < time.monotonic() - started < 60
+
+    stop = threading.Event()
+    threading.Timer(2.0, stop.set).start()  # as SIGTERM would
+    started = time.monotonic()
+    with pytest.raises(Exception, match=r"(?i)cancel") as cancelled:
+        compute.collect_within(spark, endless, None, stop=stop)
+    assert not isinstance(cancelled.value, JobTimeoutError)
+    assert 1.5 < time.monotonic() - started < 60
     assert compute.collect_within(spark, spark.range(10).selectExpr("sum(id) AS s"), 60.0)[0]["s"] == 45
 
 

@@ -10,7 +10,7 @@ import pytest
 from py4j.protocol import Py4JNetworkError  # type: ignore[import-untyped]
 
 from aggregator import faults
-from aggregator.faults import Recovery, TickError, describe, needs_new_session, recovery_for
+from aggregator.faults import JobTimeoutError, Recovery, TickError, describe, needs_new_session, recovery_for
 from aggregator.jobs import Aggregator
 from aggregator.windows import Span
 from candlestack.settings import AggregatorSettings
@@ -30,6 +30,7 @@ def test_each_error_calls_for_its_own_renewal() -> None:
     assert recovery_for(tick_error(psycopg2.InterfaceError("connection already closed"))) is Recovery.RECONNECT
     assert recovery_for(tick_error(Py4JNetworkError("Answer from Java side is empty"))) is Recovery.NEW_SESSION
     assert recovery_for(tick_error(ConnectionRefusedError())) is Recovery.NEW_SESSION
+    assert recovery_for(tick_error(JobTimeoutError(300.0))) is Recovery.NEW_SESSION
     assert recovery_for(tick_error(RuntimeError("Job aborted due to stage failure"))) is Recovery.RETRY
     assert recovery_for(tick_error(psycopg2.errors.DivisionByZero())) is Recovery.RETRY
 
@@ -47,6 +48,7 @@ def test_failed_windows_are_described_in_utc_and_bounded() -> None:
     assert describe(spans * 6, limit=3).endswith(" and 9 more")
     assert describe([]) == "no windows"
     assert tick_error(RuntimeError("x"), spans).spans == tuple(spans)
+    assert str(tick_error(RuntimeError("x"), spans[:1])).startswith("recomputing XRPETH 2019-10-11T00:00:00")
 
 
 class _NoWait(threading.Event):

@@ -31,11 +31,19 @@ class Recovery(enum.Enum):
 
 
 class TickError(CandlestackError):
-    """A tick failed while recomputing ``spans``; ``__cause__`` is the original error."""
+    """Recomputing ``spans`` failed (in a tick or a backfill chunk); ``__cause__`` is the error."""
 
     def __init__(self, spans: Sequence[Span]) -> None:
-        super().__init__(f"tick failed over {describe(spans)}")
+        super().__init__(f"recomputing {describe(spans)} failed")
         self.spans = tuple(spans)
+
+
+class JobTimeoutError(CandlestackError):
+    """A Spark job ran longer than ``timeout_s`` and was cancelled."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the Spark job was cancelled after {timeout_s} s")
+        self.timeout_s = timeout_s
 
 
 def recovery_for(exc: BaseException) -> Recovery:
@@ -47,6 +55,10 @@ def recovery_for(exc: BaseException) -> Recovery:
         return Recovery.RECONNECT
     # The driver's JVM is gone (killed, out of memory): py4j cannot reach it any more.
     if isinstance(cause, Py4JNetworkError | ConnectionError):
+        return Recovery.NEW_SESSION
+    # A job that never finished: most likely its application lost the master (a restarted
+    # master forgets it and it gets no executors); waiting for the next one would hang as well.
+    if isinstance(cause, JobTimeoutError):
         return Recovery.NEW_SESSION
     # Anything else, e.g. a Spark job that failed (lost executors, a JDBC error, a cancelled job)
     # or a SQL error rolled back with its transaction: the same session can try again.

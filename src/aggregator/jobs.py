@@ -27,10 +27,6 @@ STATE_NAME = "run"
 
 # Longest wait between two attempts after failed ticks.
 RETRY_MAX_S = 60.0
-# A run tick's Spark job is cancelled after this long. A job can wait forever for executors that
-# will never come (a restarted master forgets the application); cancelling turns that into a
-# failure, and failures in a row rebuild the session.
-JOB_TIMEOUT_S = 600.0
 
 # Trades whose inserting transaction is at or above the watermark, grouped by symbol and by
 # window of the covering (largest) interval. The new watermark is the xmin of this same
@@ -60,13 +56,11 @@ class Aggregator:
             returns a new one; None keeps the session whatever happens.
         retry_initial_s: first wait after a failed tick (default: the tick interval), doubled
             for each failure in a row up to ``retry_max_s``, jittered.
-        job_timeout_s: a run tick's Spark job is cancelled after this long; None never cancels.
     """
 
     def __init__(self, settings: AggregatorSettings, spark: SparkSession, conn: psycopg2.extensions.connection,
                  *, session_factory: Callable[[SparkSession], SparkSession] | None = None,
-                 retry_initial_s: float | None = None, retry_max_s: float = RETRY_MAX_S,
-                 job_timeout_s: float | None = JOB_TIMEOUT_S) -> None:
+                 retry_initial_s: float | None = None, retry_max_s: float = RETRY_MAX_S) -> None:
         self._settings = settings
         self._spark = spark
         self._conn = conn
@@ -74,7 +68,6 @@ class Aggregator:
         self._session_factory = session_factory
         self._retry_initial_s = settings.tick_s if retry_initial_s is None else retry_initial_s
         self._retry_max_s = retry_max_s
-        self._job_timeout_s = job_timeout_s
 
     @property
     def spark(self) -> SparkSession:
@@ -82,15 +75,18 @@ class Aggregator:
         return self._spark
 
     def aggregate(self, spans: Sequence[Span], extra_regions: Sequence[sink.Region] = (),
-                  *, timeout_s: float | None = None) -> Outcome:
-        """Recompute every candle inside ``spans`` and write what changed."""
+                  *, timeout_s: float | None = None, stop: threading.Event | None = None) -> Outcome:
+        """Recompute every candle inside ``spans`` and write what changed.
+
+        The Spark job is cancelled after ``timeout_s`` (None: never) or when ``stop`` is set.
+        """
         started = time.perf_counter()
         if not spans:
             changed = sink.write(self._conn, [], extra_regions) if extra_regions else 0
             return Outcome(0, changed, time.perf_counter() - started)
         where = compute.predicates(spans, self._settings.read_partitions, self._conn)
         trades, rows = compute.compute(self._spark, self._settings.postgres, where, self._settings.intervals,
-                                       timeout_s=timeout_s)
+                                       timeout_s=timeout_s, stop=stop)
         changed = sink.write(self._conn, rows, extra_regions)
         metrics.TRADES_READ.inc(trades)
         metrics.CANDLES_WRITTEN.inc(changed)
@@ -121,7 +117,10 @@ class Aggregator:
             # Fillers are refreshed over the whole chunk even where no trade is left in it.
             regions = [sink.Region(symbol, name, INTERVALS_MS[name], lo, hi - INTERVALS_MS[name])
                        for symbol in symbols for name in self._settings.intervals]
-            outcome = self.aggregate(spans, regions)
+            try:
+                outcome = self.aggregate(spans, regions)
+            except Exception as exc:
+                raise faults.TickError(spans) from exc
             total_trades += outcome.trades
             total_changed += outcome.candles_changed
             elapsed = time.perf_counter() - began
@@ -196,8 +195,10 @@ class Aggregator:
             log.info("ingest gaps filled late, marked resolved", extra={"gaps": marked})
         return marked
 
-    def tick(self, watermark: int) -> tuple[int, Outcome | None]:
+    def tick(self, watermark: int, *, stop: threading.Event | None = None) -> tuple[int, Outcome | None]:
         """Aggregate what was stored since ``watermark``; returns the new watermark.
+
+        Its Spark job is cancelled after the job timeout, or when ``stop`` is set.
 
         Raises:
             faults.TickError: with the windows that could not be recomputed. The watermark is
@@ -206,7 +207,7 @@ class Aggregator:
         spans: list[Span] = []
         try:
             new_mark, spans = self.touched(watermark)
-            outcome = self.aggregate(spans, timeout_s=self._job_timeout_s) if spans else None
+            outcome = self.aggregate(spans, timeout_s=self._settings.job_timeout_s, stop=stop) if spans else None
             if outcome is not None:
                 # Gaps are filled only by trades arriving, so only a tick with work looks.
                 self.resolve_gaps()
@@ -246,7 +247,7 @@ class Aggregator:
                                               "intervals": ",".join(self._settings.intervals)})
         while not stop.is_set():
             started = time.monotonic()
-            result = self._retrying(stop, partial(self.tick, watermark))
+            result = self._retrying(stop, partial(self.tick, watermark, stop=stop))
             if result is None:
                 return
             watermark, outcome = result
@@ -268,6 +269,9 @@ class Aggregator:
             try:
                 result = attempt()
             except Exception as exc:
+                if stop.is_set():  # a stop cancels the running job: not a failure
+                    log.info("stopped during an attempt; its windows are redone at the next start")
+                    return None
                 failures += 1
                 delay = backoff.next_delay()
                 self._failed(exc, failures, delay)
