@@ -13,7 +13,7 @@ from pyspark.sql import SparkSession
 from aggregator.jobs import Aggregator
 from candlestack import db
 from conftest import aggregator_settings
-from pipeline import candles, insert_trades
+from pipeline import candles, insert_trades, scalar
 from reference import AggTrade, agg_trades, binance_klines, candles_from_trades
 from services import Postgres
 
@@ -51,6 +51,8 @@ def test_run_ticks_follow_trades_and_late_trades_reopen_only_their_windows(
     assert outcome is not None
     assert candles(conn, "1m") == binance_klines()
     assert candles(conn, "5m") == candles_from_trades(trades, 300_000)
+    # The reference ids are consecutive: no candle may be missing a trade, fillers included.
+    assert scalar(conn, "SELECT count(*) FROM candles WHERE NOT complete") == 0
 
     # Nothing new: no Spark job, nothing written.
     watermark, outcome = aggregator.tick(watermark)
@@ -69,9 +71,12 @@ def test_run_ticks_follow_trades_and_late_trades_reopen_only_their_windows(
     assert outcome is not None and outcome.candles_changed >= 1
     after = candle_versions(conn)
     changed = {key for key in after if after[key] != before.get(key)}
+    prev_traded = max(start for start, k in klines.items() if start < quiet and k[4] > 0)
     five = quiet - quiet % 300_000
-    allowed = {("1m", at(ms)) for ms in range(quiet, next_traded, 60_000)} | {("5m", at(five))}
-    allowed |= {("5m", at(ms)) for ms in range(five, next_traded + 300_000, 300_000)}
+    # The fillers after the trade, and completeness from the traded window before it to the one
+    # after it: whether their edge ids join depends on the new trade's id.
+    allowed = {("1m", at(ms)) for ms in range(prev_traded, next_traded + 60_000, 60_000)}
+    allowed |= {("5m", at(ms)) for ms in range(five - 300_000, next_traded + 300_000, 300_000)}
     assert ("1m", at(quiet)) in changed
     assert changed <= allowed, sorted(changed - allowed)
     expected = candles_from_trades([*trades, late], 60_000)

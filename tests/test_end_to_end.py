@@ -84,6 +84,7 @@ def test_reference_replay_through_the_pipeline_equals_binance_klines(
         aggregator.backfill(start, end)
         assert candles(conn, "1m") == binance_klines()
         assert len(candles(conn, "1m")) == 3560
+        assert scalar(conn, "SELECT count(*) FROM candles WHERE NOT complete") == 0
         assert candles(conn, "5m") == candles_from_trades(trades, 300_000)
         for timeframe, step in (("1m", 60_000), ("5m", 300_000)):
             assert stored_quote_volumes(conn, timeframe) == quote_volumes(trades, step)

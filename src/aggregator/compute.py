@@ -7,6 +7,9 @@ the result does not depend on how Spark happened to order the rows.
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
 from collections.abc import Sequence
 from functools import reduce
 from math import gcd
@@ -14,9 +17,11 @@ from typing import Any
 
 import psycopg2.extensions
 from psycopg2 import sql
+from pyspark import SparkContext
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from aggregator.faults import JobTimeoutError
 from aggregator.windows import Span, from_ms
 from candlestack.settings import INTERVALS_MS, PostgresSettings
 
@@ -119,7 +124,8 @@ def candles(trades: DataFrame, intervals: Sequence[str]) -> DataFrame:
             "trade_count",
             F.col("first.trade_id").alias("first_trade_id"),
             F.col("last.trade_id").alias("last_trade_id"),
-            "trades",
+            # Distinct trades (one row per trade id): the measure of how fresh a candle is.
+            F.col("trades").alias("id_count"),
         ))
     return reduce(DataFrame.unionByName, frames)
 
@@ -127,10 +133,57 @@ def candles(trades: DataFrame, intervals: Sequence[str]) -> DataFrame:
 CandleRow = tuple[Any, ...]
 
 
-def compute(spark: SparkSession, postgres: PostgresSettings, where: list[str],
-            intervals: Sequence[str]) -> tuple[int, list[CandleRow]]:
+def collect_within(spark: SparkSession, frame: DataFrame, timeout_s: float | None,
+                   *, stop: threading.Event | None = None) -> list[Any]:
+    """``frame.collect()``, with its jobs cancelled after ``timeout_s`` (None: never) or on ``stop``.
+
+    A job can wait forever for executors that never come (a restarted standalone master no
+    longer knows this application); a cancelled job raises instead, and the caller retries.
+
+    Raises:
+        JobTimeoutError: the jobs ran past ``timeout_s`` and were cancelled.
+    """
+    if timeout_s is None and stop is None:
+        return frame.collect()
+    context = spark.sparkContext
+    tag = f"candlestack-{uuid.uuid4().hex}"
+    context.addJobTag(tag)  # tags are per thread: only this thread's jobs get it
+    # Interrupt the tasks too, so that a read blocked on its socket stops holding executor cores.
+    context.setInterruptOnCancel(True)
+    done = threading.Event()
+    timed_out = threading.Event()
+    watcher = threading.Thread(target=_cancel_when_due, args=(context, tag), daemon=True, kwargs={
+        "done": done, "timed_out": timed_out, "timeout_s": timeout_s, "stop": stop})
+    watcher.start()
+    try:
+        return frame.collect()
+    except Exception as exc:
+        if timed_out.is_set():
+            raise JobTimeoutError(timeout_s or 0.0) from exc
+        raise
+    finally:
+        done.set()
+        watcher.join()
+        context.removeJobTag(tag)
+
+
+def _cancel_when_due(context: SparkContext, tag: str, *, done: threading.Event, timed_out: threading.Event,
+                     timeout_s: float | None, stop: threading.Event | None) -> None:
+    """Cancel the jobs tagged ``tag`` once ``timeout_s`` has passed or ``stop`` is set, unless ``done``."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while not done.wait(0.2):
+        late = deadline is not None and time.monotonic() >= deadline
+        if late or (stop is not None and stop.is_set()):
+            if late:
+                timed_out.set()
+            context.cancelJobsWithTag(tag)
+            return
+
+
+def compute(spark: SparkSession, postgres: PostgresSettings, where: list[str], intervals: Sequence[str],
+            *, timeout_s: float | None = None, stop: threading.Event | None = None) -> tuple[int, list[CandleRow]]:
     """Read the trades matching ``where`` and return (trades read, candle rows), in one Spark job."""
-    rows = candles(read_trades(spark, postgres, where), intervals).collect()
+    rows = collect_within(spark, candles(read_trades(spark, postgres, where), intervals), timeout_s, stop=stop)
     # Every interval partitions the same trades: count them on one.
-    count = sum(int(row["trades"]) for row in rows if row["timeframe"] == intervals[0])
-    return count, [tuple(row)[:-1] for row in rows]
+    count = sum(int(row["id_count"]) for row in rows if row["timeframe"] == intervals[0])
+    return count, [tuple(row) for row in rows]

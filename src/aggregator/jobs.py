@@ -6,19 +6,27 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 import psycopg2.extensions
 from pyspark.sql import SparkSession
 
-from aggregator import compute, metrics, sink
+from aggregator import compute, faults, metrics, sink
 from aggregator.windows import Span, chunks, covering_step, from_ms, merge_windows
+from candlestack.backoff import Backoff
 from candlestack.settings import INTERVALS_MS, AggregatorSettings
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 STATE_NAME = "run"
+
+# Longest wait between two attempts after failed ticks.
+RETRY_MAX_S = 60.0
 
 # Trades whose inserting transaction is at or above the watermark, grouped by symbol and by
 # window of the covering (largest) interval. The new watermark is the xmin of this same
@@ -36,24 +44,49 @@ class Outcome:
     trades: int
     candles_changed: int
     seconds: float
+    # False when a stop interrupted a backfill before its last chunk.
+    finished: bool = True
 
 
 class Aggregator:
-    def __init__(self, settings: AggregatorSettings, spark: SparkSession,
-                 conn: psycopg2.extensions.connection) -> None:
+    """Builds candles with one Spark session and one PostgreSQL connection.
+
+    Args:
+        session_factory: given the current Spark session, which keeps failing, stops it and
+            returns a new one; None keeps the session whatever happens.
+        retry_initial_s: first wait after a failed tick (default: the tick interval), doubled
+            for each failure in a row up to ``retry_max_s``, jittered.
+    """
+
+    def __init__(self, settings: AggregatorSettings, spark: SparkSession, conn: psycopg2.extensions.connection,
+                 *, session_factory: Callable[[SparkSession], SparkSession] | None = None,
+                 retry_initial_s: float | None = None, retry_max_s: float = RETRY_MAX_S) -> None:
         self._settings = settings
         self._spark = spark
         self._conn = conn
         self._step = covering_step(settings.intervals)
+        self._session_factory = session_factory
+        self._retry_initial_s = settings.tick_s if retry_initial_s is None else retry_initial_s
+        self._retry_max_s = retry_max_s
 
-    def aggregate(self, spans: Sequence[Span], extra_regions: Sequence[sink.Region] = ()) -> Outcome:
-        """Recompute every candle inside ``spans`` and write what changed."""
+    @property
+    def spark(self) -> SparkSession:
+        """The current session (a new one after a rebuild)."""
+        return self._spark
+
+    def aggregate(self, spans: Sequence[Span], extra_regions: Sequence[sink.Region] = (),
+                  *, timeout_s: float | None = None, stop: threading.Event | None = None) -> Outcome:
+        """Recompute every candle inside ``spans`` and write what changed.
+
+        The Spark job is cancelled after ``timeout_s`` (None: never) or when ``stop`` is set.
+        """
         started = time.perf_counter()
         if not spans:
             changed = sink.write(self._conn, [], extra_regions) if extra_regions else 0
             return Outcome(0, changed, time.perf_counter() - started)
         where = compute.predicates(spans, self._settings.read_partitions, self._conn)
-        trades, rows = compute.compute(self._spark, self._settings.postgres, where, self._settings.intervals)
+        trades, rows = compute.compute(self._spark, self._settings.postgres, where, self._settings.intervals,
+                                       timeout_s=timeout_s, stop=stop)
         changed = sink.write(self._conn, rows, extra_regions)
         metrics.TRADES_READ.inc(trades)
         metrics.CANDLES_WRITTEN.inc(changed)
@@ -71,18 +104,23 @@ class Aggregator:
         symbols = list(symbols) if symbols else self.symbols_with_trades()
         pieces = list(chunks(start_ms, end_ms, self._settings.backfill_chunk_hours * 3_600_000, self._step))
         total_trades = total_changed = 0
+        finished = True
         began = time.perf_counter()
         log.info("backfill starting", extra={"from": from_ms(start_ms).isoformat(), "to": from_ms(end_ms).isoformat(),
                                              "symbols": ",".join(symbols) or "-", "chunks": len(pieces)})
         for number, (lo, hi) in enumerate(pieces, start=1):
             if stop is not None and stop.is_set():
                 log.warning("backfill interrupted", extra={"chunk": number, "chunks": len(pieces)})
+                finished = False
                 break
             spans = [piece for symbol in symbols for piece in self._read_slices(symbol, lo, hi)]
             # Fillers are refreshed over the whole chunk even where no trade is left in it.
             regions = [sink.Region(symbol, name, INTERVALS_MS[name], lo, hi - INTERVALS_MS[name])
                        for symbol in symbols for name in self._settings.intervals]
-            outcome = self.aggregate(spans, regions)
+            try:
+                outcome = self.aggregate(spans, regions)
+            except Exception as exc:
+                raise faults.TickError(spans) from exc
             total_trades += outcome.trades
             total_changed += outcome.candles_changed
             elapsed = time.perf_counter() - began
@@ -91,9 +129,10 @@ class Aggregator:
                 "chunk": f"{number}/{len(pieces)}", "window": f"{from_ms(lo).isoformat()}..{from_ms(hi).isoformat()}",
                 "trades": outcome.trades, "candles_changed": outcome.candles_changed,
                 "chunk_s": round(outcome.seconds, 2), "eta_s": round(eta, 1)})
-        outcome = Outcome(total_trades, total_changed, time.perf_counter() - began)
-        log.info("backfill done", extra={"trades": outcome.trades, "candles_changed": outcome.candles_changed,
-                                         "seconds": round(outcome.seconds, 2)})
+        outcome = Outcome(total_trades, total_changed, time.perf_counter() - began, finished)
+        log.info("backfill done" if finished else "backfill stopped",
+                 extra={"trades": outcome.trades, "candles_changed": outcome.candles_changed,
+                        "seconds": round(outcome.seconds, 2)})
         return outcome
 
     def _read_slices(self, symbol: str, lo: int, hi: int) -> list[Span]:
@@ -145,46 +184,144 @@ class Aggregator:
                  for span in merge_windows(symbol, starts, self._step)]
         return new_mark, spans
 
-    def tick(self, watermark: int) -> tuple[int, Outcome | None]:
-        new_mark, spans = self.touched(watermark)
-        outcome = self.aggregate(spans) if spans else None
-        if new_mark != watermark or outcome is not None:
-            self.save_watermark(new_mark)
+    def resolve_gaps(self) -> int:
+        """Mark the recorded ingest gaps whose trades have all arrived since as resolved."""
+        with self._conn, self._conn.cursor() as cur:
+            cur.execute("SELECT resolve_filled_gaps()")
+            row = cur.fetchone()
+        marked = int(row[0]) if row else 0
+        if marked:
+            metrics.GAPS_RESOLVED.inc(marked)
+            log.info("ingest gaps filled late, marked resolved", extra={"gaps": marked})
+        return marked
+
+    def tick(self, watermark: int, *, stop: threading.Event | None = None) -> tuple[int, Outcome | None]:
+        """Aggregate what was stored since ``watermark``; returns the new watermark.
+
+        Its Spark job is cancelled after the job timeout, or when ``stop`` is set.
+
+        Raises:
+            faults.TickError: with the windows that could not be recomputed. The watermark is
+                not saved then, so the next tick recomputes them.
+        """
+        spans: list[Span] = []
+        try:
+            new_mark, spans = self.touched(watermark)
+            outcome = self.aggregate(spans, timeout_s=self._settings.job_timeout_s, stop=stop) if spans else None
+            if outcome is not None:
+                # Gaps are filled only by trades arriving, so only a tick with work looks.
+                self.resolve_gaps()
+            if new_mark != watermark or outcome is not None:
+                self.save_watermark(new_mark)
+        except Exception as exc:
+            raise faults.TickError(spans) from exc
         return new_mark, outcome
 
+    def initial_build(self, stop: threading.Event) -> int | None:
+        """Build candles for every trade already stored and save the watermark to follow from.
+
+        The snapshot is taken first, so the ticks that follow pick up whatever arrives meanwhile.
+        Returns None, saving nothing, when a stop interrupted the backfill: a watermark saved
+        then would skip the unbuilt trades for good, while the next start simply rebuilds.
+        """
+        watermark = self.current_xmin()
+        with self._conn, self._conn.cursor() as cur:
+            cur.execute("SELECT min(trade_time), max(trade_time) FROM trades")
+            first, last = cur.fetchone() or (None, None)
+        if first is not None and last is not None:
+            log.info("no watermark yet: building candles for the trades already stored")
+            outcome = self.backfill(int(first.timestamp() * 1000), int(last.timestamp() * 1000) + 1, stop=stop)
+            if not outcome.finished:
+                log.warning("initial backfill interrupted: watermark not saved; the next start rebuilds")
+                return None
+            self.resolve_gaps()
+        self.save_watermark(watermark)
+        return watermark
+
     def run(self, stop: threading.Event) -> None:
-        watermark = self.load_watermark()
+        """Follow new trades until ``stop`` is set, surviving any failure of Spark or PostgreSQL."""
+        watermark = self._retrying(stop, partial(self._starting_watermark, stop))
         if watermark is None:
-            # First start: take the snapshot first, then rebuild everything already stored; the
-            # ticks that follow pick up whatever arrived meanwhile.
-            watermark = self.current_xmin()
-            with self._conn, self._conn.cursor() as cur:
-                cur.execute("SELECT min(trade_time), max(trade_time) FROM trades")
-                first, last = cur.fetchone() or (None, None)
-            if first is not None and last is not None:
-                log.info("no watermark yet: building candles for the trades already stored")
-                self.backfill(int(first.timestamp() * 1000), int(last.timestamp() * 1000) + 1, stop=stop)
-            self.save_watermark(watermark)
+            return
         log.info("aggregator running", extra={"watermark_xid": watermark, "tick_s": self._settings.tick_s,
                                               "intervals": ",".join(self._settings.intervals)})
         while not stop.is_set():
             started = time.monotonic()
-            try:
-                watermark, outcome = self.tick(watermark)
-            except psycopg2.OperationalError as exc:
-                metrics.TICKS.labels("error").inc()
-                log.warning("tick failed; retrying next tick", extra={"error": str(exc).strip()})
-                self._reconnect()
-            else:
-                metrics.LAST_TICK.set(time.time())
-                if outcome is None:
-                    metrics.TICKS.labels("idle").inc()
-                else:
-                    metrics.TICKS.labels("work").inc()
-                    metrics.TICK_SECONDS.observe(outcome.seconds)
-                    log.info("tick", extra={"trades": outcome.trades, "candles_changed": outcome.candles_changed,
-                                            "seconds": round(outcome.seconds, 2), "watermark_xid": watermark})
+            result = self._retrying(stop, partial(self.tick, watermark, stop=stop))
+            if result is None:
+                return
+            watermark, outcome = result
+            self._record(outcome, watermark)
             stop.wait(max(0.0, self._settings.tick_s - (time.monotonic() - started)))
+
+    def _starting_watermark(self, stop: threading.Event) -> int | None:
+        watermark = self.load_watermark()
+        return watermark if watermark is not None else self.initial_build(stop)
+
+    def _retrying(self, stop: threading.Event, attempt: Callable[[], T | None]) -> T | None:
+        """``attempt()`` until it does not raise, waiting with capped backoff after each failure.
+
+        None means stopped (``attempt`` returns None only when it saw the stop).
+        """
+        backoff = Backoff(self._retry_initial_s, self._retry_max_s)
+        failures = 0
+        while not stop.is_set():
+            try:
+                result = attempt()
+            except Exception as exc:
+                if stop.is_set():  # a stop cancels the running job: not a failure
+                    log.info("stopped during an attempt; its windows are redone at the next start")
+                    return None
+                failures += 1
+                delay = backoff.next_delay()
+                self._failed(exc, failures, delay)
+                stop.wait(delay)
+                continue
+            if failures:
+                log.info("recovered", extra={"failures": failures})
+                metrics.CONSECUTIVE_FAILURES.set(0)
+            return result
+        return None
+
+    def _failed(self, exc: Exception, failures: int, delay: float) -> None:
+        """Log and count a failed attempt, then renew what its error calls for."""
+        cause = exc.__cause__ if isinstance(exc, faults.TickError) and exc.__cause__ is not None else exc
+        spans = exc.spans if isinstance(exc, faults.TickError) else ()
+        recovery = faults.recovery_for(exc)
+        metrics.TICKS.labels("error").inc()
+        metrics.TICK_FAILURES.labels(type(cause).__name__).inc()
+        metrics.CONSECUTIVE_FAILURES.set(failures)
+        lines = str(cause).strip().splitlines()
+        # The whole trace once per run of failures: a Java one is long, and retries repeat it.
+        log.warning("tick failed; retrying", exc_info=cause if failures == 1 else None, extra={
+            "windows": faults.describe(spans), "error_type": type(cause).__name__,
+            "error": lines[0][:500] if lines else "", "failures": failures, "retry_in_s": round(delay, 2),
+            "recovery": recovery.value})
+        if recovery is faults.Recovery.RECONNECT:
+            self._reconnect()
+        if faults.needs_new_session(recovery, failures):
+            self._renew_session()
+
+    def _record(self, outcome: Outcome | None, watermark: int) -> None:
+        metrics.LAST_TICK.set(time.time())
+        if outcome is None:
+            metrics.TICKS.labels("idle").inc()
+            return
+        metrics.TICKS.labels("work").inc()
+        metrics.TICK_SECONDS.observe(outcome.seconds)
+        log.info("tick", extra={"trades": outcome.trades, "candles_changed": outcome.candles_changed,
+                                "seconds": round(outcome.seconds, 2), "watermark_xid": watermark})
+
+    def _renew_session(self) -> None:
+        if self._session_factory is None:
+            return
+        log.warning("rebuilding the Spark session")
+        try:
+            self._spark = self._session_factory(self._spark)
+        except Exception:
+            log.warning("the Spark session could not be rebuilt; retrying later", exc_info=True)
+            return
+        metrics.SESSION_REBUILDS.inc()
 
     def _reconnect(self) -> None:
         from candlestack import db  # noqa: PLC0415

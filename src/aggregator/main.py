@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from functools import partial
 
 from aggregator.jobs import Aggregator
-from aggregator.session import build_session, stop_session
+from aggregator.session import build_session, renew_session, stop_session
 from aggregator.windows import to_ms
 from candlestack import db, logs
 from candlestack import metrics as metrics_endpoint
@@ -32,9 +33,10 @@ def main(args: argparse.Namespace) -> int:
     if args.mode == "run":
         metrics_endpoint.serve(settings.metrics)
     conn = db.connect(settings.postgres)
-    spark = build_session(settings)
+    # Only the long-running mode rebuilds a failing session; the one-shot modes fail and exit.
+    renew = partial(renew_session, settings=settings) if args.mode == "run" else None
+    aggregator = Aggregator(settings, build_session(settings), conn, session_factory=renew)
     try:
-        aggregator = Aggregator(settings, spark, conn)
         if args.mode == "run":
             aggregator.run(stop)
         elif args.mode == "backfill":
@@ -45,6 +47,6 @@ def main(args: argparse.Namespace) -> int:
             now = int(time.time() * 1000)
             aggregator.backfill(now - int(args.hours * 3_600_000), now, stop=stop)
     finally:
-        stop_session(spark)
+        stop_session(aggregator.spark)  # the newest session, after any rebuild
         conn.close()
     return 0

@@ -77,6 +77,33 @@ def stop_session(spark: SparkSession, *, jvm_exit_timeout_s: float = 60.0) -> No
     reap_adopted_children(timeout_s=jvm_exit_timeout_s)
 
 
+def renew_session(old: SparkSession, settings: AggregatorSettings) -> SparkSession:
+    """Stop a session that keeps failing, as far as it still can be stopped, and build a new one.
+
+    A new session is a new application: it registers with the master again (one that restarted
+    has forgotten the old one) and, if the old driver JVM died, gets a new JVM.
+    """
+    try:
+        stop_session(old)
+    except Exception:  # its JVM may be gone: forget it so that a new one is launched
+        log.warning("stopping the failing Spark session failed", exc_info=True)
+        forget_session()
+    return build_session(settings)
+
+
+def forget_session() -> None:
+    """Drop PySpark's references to a session whose JVM is unreachable.
+
+    ``getOrCreate`` would otherwise hand the dead session back. These class attributes are
+    PySpark internals; they are what ``SparkSession.stop`` itself resets.
+    """
+    SparkSession._instantiatedSession = None
+    SparkSession._activeSession = None
+    SparkContext._active_spark_context = None
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+
+
 _PR_SET_CHILD_SUBREAPER = 36
 
 

@@ -1,4 +1,4 @@
-"""Writing candles to PostgreSQL: idempotent upserts, then Binance's zero-volume fillers."""
+"""Writing candles to PostgreSQL: idempotent upserts, Binance's zero-volume fillers, completeness."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import psycopg2.extensions
+from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from aggregator.compute import CandleRow
@@ -14,38 +15,46 @@ STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS candles_stage (
     symbol text, timeframe text, open_ms bigint, interval_ms bigint,
     open numeric, high numeric, low numeric, close numeric, volume numeric, quote_volume numeric,
-    trade_count bigint, first_trade_id bigint, last_trade_id bigint
+    trade_count bigint, first_trade_id bigint, last_trade_id bigint, id_count bigint
 ) ON COMMIT DELETE ROWS
 """
 
 # Changes a row only when a value differs, so a rerun over the same trades touches nothing
 # (and the returned count is the number of candles really written).
+#
+# Freshness rule: trades are insert-only, so of two computations of one window the one that saw
+# more distinct trades (id_count) saw a later state. A row is replaced only by one computed from
+# at least as many trades, so a reconcile that read an older snapshot never overwrites a
+# candle that `run` already built from later trades. Completeness is not set here: it depends
+# on the neighbours and is recomputed by COMPLETENESS_SQL over the same regions as the fillers.
 UPSERT_SQL = """
 INSERT INTO candles AS c (symbol, timeframe, open_time, close_time, open, high, low, close,
-                          volume, quote_volume, trade_count, first_trade_id, last_trade_id)
+                          volume, quote_volume, trade_count, first_trade_id, last_trade_id, id_count)
 SELECT symbol, timeframe,
        timestamptz 'epoch' + open_ms * interval '1 millisecond',
        timestamptz 'epoch' + (open_ms + interval_ms) * interval '1 millisecond',
        trim_scale(open), trim_scale(high), trim_scale(low), trim_scale(close),
-       trim_scale(volume), trim_scale(quote_volume), trade_count, first_trade_id, last_trade_id
+       trim_scale(volume), trim_scale(quote_volume), trade_count, first_trade_id, last_trade_id, id_count
 FROM candles_stage
 -- Key order, so that two writers (run and a reconcile timer) lock rows in the same order.
 ORDER BY symbol, timeframe, open_ms
 ON CONFLICT (symbol, timeframe, open_time) DO UPDATE SET
     open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
     volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume, trade_count = EXCLUDED.trade_count,
-    first_trade_id = EXCLUDED.first_trade_id, last_trade_id = EXCLUDED.last_trade_id, updated_at = now()
-WHERE (c.open, c.high, c.low, c.close, c.volume, c.quote_volume, c.trade_count, c.first_trade_id, c.last_trade_id)
+    first_trade_id = EXCLUDED.first_trade_id, last_trade_id = EXCLUDED.last_trade_id,
+    id_count = EXCLUDED.id_count, updated_at = now()
+WHERE EXCLUDED.id_count >= c.id_count
+  AND (c.open, c.high, c.low, c.close, c.volume, c.quote_volume, c.trade_count, c.first_trade_id,
+       c.last_trade_id, c.id_count)
       IS DISTINCT FROM
       (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume, EXCLUDED.quote_volume,
-       EXCLUDED.trade_count, EXCLUDED.first_trade_id, EXCLUDED.last_trade_id)
+       EXCLUDED.trade_count, EXCLUDED.first_trade_id, EXCLUDED.last_trade_id, EXCLUDED.id_count)
 """
 
-# Windows without trades between two traded windows get Binance's filler candle: volume 0 and
-# open = high = low = close = the previous traded window's close. The region runs from the last
-# traded window before [lo, hi] to the first traded window after it, so a late trade that
-# changes a close also corrects the fillers that follow it.
-FILLER_SQL = """
+# The region of a (symbol, timeframe) that fillers and completeness are recomputed over: from the
+# last traded window before [lo, hi] to the first traded window after it, so a late trade that
+# changes a close or an edge id also corrects the windows that depend on it.
+_BOUNDS = sql.SQL("""
 WITH params AS (
     SELECT %(symbol)s::text AS symbol, %(timeframe)s::text AS timeframe,
            %(step_ms)s * interval '1 millisecond' AS step,
@@ -60,29 +69,76 @@ WITH params AS (
            (SELECT max(open_time) FROM candles c WHERE c.symbol = p.symbol AND c.timeframe = p.timeframe
                 AND c.trade_count > 0 AND c.open_time <= p.hi) AS last_traded
     FROM params p
-), slots AS (
+)""")
+
+# Windows without trades between two traded windows get Binance's filler candle: volume 0 and
+# open = high = low = close = the previous traded window's close. Such a window is provably
+# empty only when the last trade before it and the first trade after it have consecutive ids;
+# otherwise trades may be missing (an outage), and the filler is written with complete = false.
+FILLER_SQL = _BOUNDS + sql.SQL(""", slots AS (
     SELECT b.symbol, b.timeframe, b.step, slot AS open_time
     FROM bounds b,
          generate_series(coalesce(b.prev_traded, b.lo), coalesce(b.next_traded - b.step, b.last_traded), b.step) AS slot
 ), fillers AS (
-    SELECT s.symbol, s.timeframe, s.open_time, s.open_time + s.step AS close_time,
-           (SELECT c.close FROM candles c
-             WHERE c.symbol = s.symbol AND c.timeframe = s.timeframe AND c.trade_count > 0
-               AND c.open_time < s.open_time
-             ORDER BY c.open_time DESC LIMIT 1) AS price
+    SELECT s.symbol, s.timeframe, s.open_time, s.open_time + s.step AS close_time, prev.close AS price,
+           coalesce(prev.last_trade_id + 1 = next.first_trade_id, false) AS complete
     FROM slots s
+    LEFT JOIN LATERAL (
+        SELECT c.close, c.last_trade_id FROM candles c
+        WHERE c.symbol = s.symbol AND c.timeframe = s.timeframe AND c.trade_count > 0 AND c.open_time < s.open_time
+        ORDER BY c.open_time DESC LIMIT 1) prev ON true
+    LEFT JOIN LATERAL (
+        SELECT c.first_trade_id FROM candles c
+        WHERE c.symbol = s.symbol AND c.timeframe = s.timeframe AND c.trade_count > 0 AND c.open_time > s.open_time
+        ORDER BY c.open_time LIMIT 1) next ON true
     WHERE NOT EXISTS (SELECT 1 FROM candles c WHERE c.symbol = s.symbol AND c.timeframe = s.timeframe
                         AND c.open_time = s.open_time AND c.trade_count > 0)
 )
 INSERT INTO candles AS c (symbol, timeframe, open_time, close_time, open, high, low, close,
-                          volume, quote_volume, trade_count, first_trade_id, last_trade_id)
-SELECT symbol, timeframe, open_time, close_time, price, price, price, price, 0, 0, 0, NULL, NULL
+                          volume, quote_volume, trade_count, first_trade_id, last_trade_id, complete)
+SELECT symbol, timeframe, open_time, close_time, price, price, price, price, 0, 0, 0, NULL, NULL, complete
 FROM fillers WHERE price IS NOT NULL
 ON CONFLICT (symbol, timeframe, open_time) DO UPDATE SET
-    open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close, updated_at = now()
-WHERE c.trade_count = 0 AND (c.open, c.high, c.low, c.close) IS DISTINCT FROM
-      (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close)
-"""
+    open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
+    complete = EXCLUDED.complete, updated_at = now()
+WHERE c.trade_count = 0 AND (c.open, c.high, c.low, c.close, c.complete) IS DISTINCT FROM
+      (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.complete)
+""")
+
+# A traded candle is complete when its own ids are consecutive (last - first + 1 = id_count) and
+# its edges join its traded neighbours' (previous last + 1 = its first; its last + 1 = next
+# first). The first candle of a symbol has nothing stored before it, so its left edge counts as
+# complete: we cannot know where a stream we never saw began. Likewise the newest candle's right
+# edge, until a next one exists. Ids are assumed to grow with trade time, as Binance's do.
+COMPLETENESS_SQL = _BOUNDS + sql.SQL(""", region AS (
+    SELECT b.*, coalesce(b.prev_traded, b.lo) AS first_open, coalesce(b.next_traded, b.hi) AS last_open
+    FROM bounds b
+), reach AS (
+    -- One traded candle more on each side, so that lag/lead see every neighbour that exists.
+    SELECT r.*,
+           coalesce((SELECT max(open_time) FROM candles c WHERE c.symbol = r.symbol AND c.timeframe = r.timeframe
+                         AND c.trade_count > 0 AND c.open_time < r.first_open), r.first_open) AS from_open,
+           coalesce((SELECT min(open_time) FROM candles c WHERE c.symbol = r.symbol AND c.timeframe = r.timeframe
+                         AND c.trade_count > 0 AND c.open_time > r.last_open), r.last_open) AS to_open
+    FROM region r
+), traded AS MATERIALIZED (
+    SELECT c.open_time, r.first_open, r.last_open, c.complete AS stored,
+           c.last_trade_id - c.first_trade_id + 1 = c.id_count
+           AND coalesce(lag(c.last_trade_id) OVER w + 1 = c.first_trade_id, true)
+           AND coalesce(c.last_trade_id + 1 = lead(c.first_trade_id) OVER w, true) AS complete
+    FROM reach r
+    JOIN candles c ON c.symbol = r.symbol AND c.timeframe = r.timeframe AND c.trade_count > 0
+                  AND c.open_time BETWEEN r.from_open AND r.to_open
+    WINDOW w AS (ORDER BY c.open_time)
+)
+-- Keys as arrays (= ANY), so the planner looks the few changed rows up by primary key instead
+-- of joining the whole region row by row.
+UPDATE candles c SET complete = c.open_time = ANY (ARRAY(SELECT open_time FROM traded WHERE complete)),
+                     updated_at = now()
+WHERE c.symbol = %(symbol)s AND c.timeframe = %(timeframe)s
+  AND c.open_time = ANY (ARRAY(SELECT open_time FROM traded
+                               WHERE open_time BETWEEN first_open AND last_open AND complete <> stored))
+""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +164,7 @@ def regions(rows: Iterable[CandleRow]) -> list[Region]:
 
 def write(conn: psycopg2.extensions.connection, rows: Sequence[CandleRow],
           extra_regions: Sequence[Region] = ()) -> int:
-    """Upsert candles and refresh fillers in one transaction; returns rows changed."""
+    """Upsert candles, refresh fillers and completeness in one transaction; returns rows changed."""
     changed = 0
     with conn, conn.cursor() as cur:
         cur.execute(STAGE_DDL)
@@ -117,7 +173,12 @@ def write(conn: psycopg2.extensions.connection, rows: Sequence[CandleRow],
             cur.execute(UPSERT_SQL)
             changed += cur.rowcount
         for region in [*regions(rows), *extra_regions]:
-            cur.execute(FILLER_SQL, {"symbol": region.symbol, "timeframe": region.timeframe,
-                                     "step_ms": region.step_ms, "lo_ms": region.lo_ms, "hi_ms": region.hi_ms})
+            params = {"symbol": region.symbol, "timeframe": region.timeframe, "step_ms": region.step_ms,
+                      "lo_ms": region.lo_ms, "hi_ms": region.hi_ms}
+            # Fillers first: a filler's completeness depends only on traded candles, and traded
+            # candles are judged after every candle of the batch has been upserted.
+            cur.execute(FILLER_SQL, params)
+            changed += cur.rowcount
+            cur.execute(COMPLETENESS_SQL, params)
             changed += cur.rowcount
     return changed

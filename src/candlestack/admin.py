@@ -95,12 +95,16 @@ def _db_action(args: argparse.Namespace, settings: DatabaseSettings) -> int:
         keep_days = args.keep_days or settings.retention_days
         cutoff = (datetime.now(UTC) - timedelta(days=keep_days)).date()
         with conn, conn.cursor() as cur:
-            cur.execute("SELECT drop_trade_partitions_before(%s)", (cutoff,))
-            dropped = [row[0] for row in cur.fetchall()]
+            # The function keeps partitions the aggregator has not finished, and says why.
+            cur.execute("SELECT partition_name, dropped, reason FROM drop_trade_partitions_before(%s)", (cutoff,))
+            results = cur.fetchall()
+        dropped = [name for name, was_dropped, _ in results if was_dropped]
+        kept = {name: reason for name, was_dropped, reason in results if not was_dropped}
         for name in dropped:
             print(f"dropped {name}")
-        log.info("retention done",
-                 extra={"keep_days": keep_days, "cutoff": cutoff.isoformat(), "dropped": len(dropped)})
+        log.info("retention done", extra={
+            "keep_days": keep_days, "cutoff": cutoff.isoformat(), "dropped": len(dropped), "kept": len(kept),
+            "kept_why": "; ".join(f"{name}: {reason}" for name, reason in kept.items()) or "-"})
         return 0
     finally:
         conn.close()
