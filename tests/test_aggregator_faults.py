@@ -13,7 +13,7 @@ from decimal import Decimal
 import psycopg2.extensions
 import pytest
 from prometheus_client import REGISTRY
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from aggregator import compute, sink
 from aggregator.faults import JobTimeoutError, Recovery, recovery_for
@@ -136,10 +136,13 @@ def test_a_failing_spark_read_is_logged_counted_retried_and_the_run_survives(
 def test_a_spark_job_past_its_timeout_or_at_a_stop_is_cancelled_and_the_session_still_works(
     spark: SparkSession,
 ) -> None:
-    endless = spark.range(0, 10**13, numPartitions=2).selectExpr("sum(id % 7) AS s")  # hours of work
+    def endless() -> DataFrame:
+        """Hours of work; a new frame each time, as each tick builds one (a frame's plan keeps its failure)."""
+        return spark.range(0, 10**13, numPartitions=2).selectExpr("sum(id % 7) AS s")
+
     started = time.monotonic()
     with pytest.raises(JobTimeoutError) as caught:
-        compute.collect_within(spark, endless, 2.0)
+        compute.collect_within(spark, endless(), 2.0)
     assert recovery_for(caught.value) is Recovery.NEW_SESSION
     assert 1.5 < time.monotonic() - started < 60
 
@@ -147,7 +150,7 @@ def test_a_spark_job_past_its_timeout_or_at_a_stop_is_cancelled_and_the_session_
     threading.Timer(2.0, stop.set).start()  # as SIGTERM would
     started = time.monotonic()
     with pytest.raises(Exception, match=r"(?i)cancel") as cancelled:
-        compute.collect_within(spark, endless, None, stop=stop)
+        compute.collect_within(spark, endless(), None, stop=stop)
     assert not isinstance(cancelled.value, JobTimeoutError)
     assert 1.5 < time.monotonic() - started < 60
     assert compute.collect_within(spark, spark.range(10).selectExpr("sum(id) AS s"), 60.0)[0]["s"] == 45

@@ -169,15 +169,21 @@ def collect_within(spark: SparkSession, frame: DataFrame, timeout_s: float | Non
 
 def _cancel_when_due(context: SparkContext, tag: str, *, done: threading.Event, timed_out: threading.Event,
                      timeout_s: float | None, stop: threading.Event | None) -> None:
-    """Cancel the jobs tagged ``tag`` once ``timeout_s`` has passed or ``stop`` is set, unless ``done``."""
+    """Cancel the jobs tagged ``tag`` once ``timeout_s`` has passed or ``stop`` is set, until ``done``.
+
+    Cancelling again until the collect returns: a cancel reaches only jobs already submitted,
+    and a query may submit its jobs late (a busy driver) or one after another (adaptive stages).
+    """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    due = False
     while not done.wait(0.2):
-        late = deadline is not None and time.monotonic() >= deadline
-        if late or (stop is not None and stop.is_set()):
+        if not due:
+            late = deadline is not None and time.monotonic() >= deadline
+            due = late or (stop is not None and stop.is_set())
             if late:
                 timed_out.set()
+        if due:
             context.cancelJobsWithTag(tag)
-            return
 
 
 def compute(spark: SparkSession, postgres: PostgresSettings, where: list[str], intervals: Sequence[str],
