@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STATE_NAME = "run"
+JOB_TIMEOUT_MAX_S = 3600.0
 
 # Longest wait between two attempts after failed ticks.
 RETRY_MAX_S = 60.0
@@ -68,6 +69,10 @@ class Aggregator:
         self._session_factory = session_factory
         self._retry_initial_s = settings.tick_s if retry_initial_s is None else retry_initial_s
         self._retry_max_s = retry_max_s
+        # Doubles after each job that timed out and resets after a tick that succeeded: a
+        # stalled cluster is noticed within the configured timeout, while a tick that really
+        # needs longer (a backlog after an outage) gets the time at its next attempts.
+        self._job_timeout_s = settings.job_timeout_s
 
     @property
     def spark(self) -> SparkSession:
@@ -207,7 +212,7 @@ class Aggregator:
         spans: list[Span] = []
         try:
             new_mark, spans = self.touched(watermark)
-            outcome = self.aggregate(spans, timeout_s=self._settings.job_timeout_s, stop=stop) if spans else None
+            outcome = self.aggregate(spans, timeout_s=self._job_timeout_s, stop=stop) if spans else None
             if outcome is not None:
                 # Gaps are filled only by trades arriving, so only a tick with work looks.
                 self.resolve_gaps()
@@ -280,6 +285,7 @@ class Aggregator:
             if failures:
                 log.info("recovered", extra={"failures": failures})
                 metrics.CONSECUTIVE_FAILURES.set(0)
+            self._job_timeout_s = self._settings.job_timeout_s
             return result
         return None
 
@@ -288,6 +294,8 @@ class Aggregator:
         cause = exc.__cause__ if isinstance(exc, faults.TickError) and exc.__cause__ is not None else exc
         spans = exc.spans if isinstance(exc, faults.TickError) else ()
         recovery = faults.recovery_for(exc)
+        if isinstance(cause, faults.JobTimeoutError):
+            self._job_timeout_s = min(JOB_TIMEOUT_MAX_S, self._job_timeout_s * 2)
         metrics.TICKS.labels("error").inc()
         metrics.TICK_FAILURES.labels(type(cause).__name__).inc()
         metrics.CONSECUTIVE_FAILURES.set(failures)

@@ -388,7 +388,7 @@ class AggregatorSettings:
     tick_s: float = 2.0
     # A run tick's Spark job is cancelled after this long and the session rebuilt: after a
     # master restart, jobs wait for executors that never come instead of failing.
-    job_timeout_s: float = 300.0
+    job_timeout_s: float = 60.0
     backfill_chunk_hours: int = 24
     read_partitions: int = 4
 
@@ -418,7 +418,7 @@ class AggregatorSettings:
             cores_max=cores_max or None,
             driver_host=env.raw("SPARK_DRIVER_HOST"),
             tick_s=env.number("AGGREGATOR_TICK_S", 2.0, minimum=0.1),
-            job_timeout_s=env.number("AGGREGATOR_JOB_TIMEOUT_S", 300.0, minimum=1.0),
+            job_timeout_s=env.number("AGGREGATOR_JOB_TIMEOUT_S", 60.0, minimum=1.0),
             backfill_chunk_hours=env.integer("AGGREGATOR_BACKFILL_CHUNK_HOURS", 24, minimum=1, maximum=24 * 366),
             read_partitions=env.integer("AGGREGATOR_READ_PARTITIONS", 4, minimum=1, maximum=1024),
         )
