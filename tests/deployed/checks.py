@@ -54,10 +54,12 @@ def in_any(trade_id: int, ranges: list[tuple[int, int]]) -> bool:
 
 
 def compare_ids(host: DeployedHost, *, since: dict[str, int] | None = None) -> IdReport:
-    """Feed's published ids against stored ids (per symbol); optionally only ids >= ``since``."""
+    """Feed's published ids against stored ids (per symbol), from the oldest id the feed still
+    remembers (a restarted feed starts a new history) or from ``since``, whichever is later."""
     report = IdReport()
-    for symbol in host.symbols():
-        floor = (since or {}).get(symbol, 0)
+    history = host.replay("/_replay/status", method="GET")["symbols"]
+    for symbol in sorted(history):
+        floor = max(int(history[symbol]["first_id"] or 0), (since or {}).get(symbol, 0))
         published = {i for i in host.published_ids(symbol) if i >= floor}
         stored = {int(r[0]) for r in host.sql(
             "SELECT trade_id FROM trades WHERE symbol = :'symbol' AND trade_id >= :floor", symbol=symbol, floor=floor)}
@@ -107,7 +109,7 @@ def candle_mismatches(host: DeployedHost) -> tuple[int, list[str]]:
     return checked, problems
 
 
-def wait_for_candles(host: DeployedHost, *, timeout: float = 120) -> int:
+def wait_for_candles(host: DeployedHost, *, timeout: float = 240) -> int:
     """Wait until the candles equal the recomputation (the aggregator ticks every few seconds)."""
     outcome: dict[str, object] = {}
 

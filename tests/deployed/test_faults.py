@@ -30,7 +30,7 @@ def kill(host: DeployedHost, unit: str) -> None:
     """SIGKILL the unit's main process, as a crash would; systemd restarts it."""
     pid = host.main_pid(unit)
     assert pid > 0, f"{unit} has no main process"
-    host.exec(["kill", "-KILL", str(pid)])
+    host.systemctl("kill", "--kill-whom=main", "--signal=SIGKILL", unit)
     deadline_wait(lambda: host.main_pid(unit) not in (0, pid), timeout=60, what=f"{unit} restarted")
 
 
@@ -136,10 +136,12 @@ def test_postgresql_restarted_during_ingest_and_aggregation(host: DeployedHost, 
 
 
 def test_aggregator_restarted_mid_backfill(host: DeployedHost, case: Case) -> None:
-    # Without a watermark the aggregator first rebuilds every stored trade's candles.
+    # Without a watermark the aggregator first rebuilds every stored trade's candles. It is
+    # stopped first: a running one would save its watermark again at its next tick.
+    host.systemctl("stop", AGGREGATOR)
     host.sql("DELETE FROM aggregator_state")
-    since = host.scalar("SELECT to_char(now(), 'YYYY-MM-DD HH24:MI:SS')")
-    host.systemctl("restart", AGGREGATOR)
+    since = host.exec(["date", "+%Y-%m-%d %H:%M:%S"]).strip()
+    host.systemctl("start", AGGREGATOR)
     deadline_wait(lambda: "backfill starting" in host.journal(AGGREGATOR, since), timeout=180, interval=0.5,
                   what="the initial backfill to start")
     host.systemctl("restart", AGGREGATOR)
