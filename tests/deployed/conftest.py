@@ -56,6 +56,7 @@ class Case:
         self.host = host
         self.row = Row(name)
         self.fault_ended: float | None = None
+        self.started_at = host.exec(["date", "+%Y-%m-%d %H:%M:%S"]).strip()
         # Ids below these belong to an earlier run of the feed (before a reboot) and are not compared.
         self.floor: dict[str, int] | None = None
         self._baseline()
@@ -129,8 +130,28 @@ def case(host: DeployedHost, request: pytest.FixtureRequest) -> Iterator[Case]:
     try:
         yield running
     finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print_journal(host, running.started_at)
         host.replay("/_replay/resume")
         RESULTS.append(running.row)
+
+
+def print_journal(host: DeployedHost, since: str) -> None:
+    """What the pipeline's units logged during a failed case (the host's journal is volatile)."""
+    units = [arg for unit in PIPELINE_UNITS for arg in ("-u", unit)]
+    out = host.exec(["journalctl", *units, "--since", since, "--no-pager", "-o", "short-iso"], check=False)
+    lines = [line for line in out.splitlines() if "msg=\"tick\"" not in line]
+    print(f"\n--- journal of the pipeline units since {since} (last 150 lines, ticks left out) ---")
+    print("\n".join(lines[-150:]))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
