@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+# The component tests' poll-until-true helper: one deadline, the last error in the message.
+from services import wait_for as deadline_wait
 
 REPLAY_URL = "http://127.0.0.1:9443"
 DATABASE = "candlestack"
@@ -30,22 +31,6 @@ class HostCommandError(RuntimeError):
         super().__init__(f"{command!r} exited {returncode}: {output.strip()[-2000:]}")
         self.returncode = returncode
         self.output = output
-
-
-def deadline_wait(predicate: Callable[[], Any], *, timeout: float, interval: float = 1.0, what: str) -> Any:
-    """Poll ``predicate`` until it returns something truthy; TimeoutError names ``what``."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # the host may be restarting: keep polling until the deadline
-            last_error = exc
-        time.sleep(interval)
-    detail = f" (last error: {last_error})" if last_error else ""
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
 
 
 @dataclass(frozen=True)
@@ -79,7 +64,7 @@ class DeployedHost:
 
     def wait_active(self, *units: str, timeout: float = 180) -> None:
         for unit in units:
-            deadline_wait(lambda unit=unit: self.is_active(unit), timeout=timeout, what=f"{unit} active")
+            deadline_wait(lambda unit=unit: self.is_active(unit), timeout=timeout, interval=1.0, what=f"{unit} active")
 
     def failed_units(self) -> list[str]:
         out = self.exec(["systemctl", "list-units", "--failed", "--plain", "--no-legend"])
