@@ -136,7 +136,8 @@ def test_sigkill_then_restart_loses_nothing_and_the_database_has_each_trade_once
     state_dir = tmp_path / "state"
     replay = start_replay(["--synthetic", SYMBOL, "--rate", str(RATE), "--seed", "12"], logdir)
     env = {**pipeline_env, **producer_env(broker, topic, replay, state_dir)}
-    consumer = start_component("consumer", ["consumer"], {**pipeline_env, "CANDLESTACK_SYMBOLS": SYMBOL.lower()}, logdir)
+    consumer_env = {**pipeline_env, "CANDLESTACK_SYMBOLS": SYMBOL.lower()}
+    consumer = start_component("consumer", ["consumer"], consumer_env, logdir)
     first = start_component("producer", ["producer"], env, logdir)
     second: Component | None = None
     try:
