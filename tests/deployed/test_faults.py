@@ -31,7 +31,9 @@ def kill(host: DeployedHost, unit: str) -> None:
     pid = host.main_pid(unit)
     assert pid > 0, f"{unit} has no main process"
     host.systemctl("kill", "--kill-whom=main", "--signal=SIGKILL", unit)
-    deadline_wait(lambda: host.main_pid(unit) not in (0, pid), timeout=60, what=f"{unit} restarted")
+    # systemd first stops what is left in the unit's cgroup (a Spark worker's executor JVM may
+    # take a while), then restarts it after RestartSec.
+    deadline_wait(lambda: host.main_pid(unit) not in (0, pid), timeout=180, interval=1.0, what=f"{unit} restarted")
 
 
 def test_producer_restarted_five_times_during_ingest(host: DeployedHost, case: Case) -> None:
