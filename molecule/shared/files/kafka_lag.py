@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
@@ -23,14 +24,20 @@ def main() -> int:
     topic = env["CANDLESTACK_KAFKA_TOPIC"]
     consumer = Consumer({"bootstrap.servers": env["CANDLESTACK_KAFKA_BOOTSTRAP_SERVERS"],
                          "group.id": env.get("CANDLESTACK_KAFKA_GROUP_ID", "candlestack-consumer"),
-                         "enable.auto.commit": False})
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        committed = consumer.committed([TopicPartition(topic, p) for p in sorted(partitions)], timeout=10)
+        # The end of each partition comes from the high watermark of a fetch response, read
+        # from the committed offset on: Tansu answers every ListOffsets "latest" with 1.
+        consumer.assign([TopicPartition(topic, tp.partition, max(tp.offset, 0)) for tp in committed])
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            consumer.consume(10_000, timeout=0.5)
         lag = {}
         for tp in committed:
-            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            lag[str(tp.partition)] = high - max(tp.offset, 0)
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            lag[str(tp.partition)] = max(high, 0) - max(tp.offset, 0)
     finally:
         consumer.close()
     print(json.dumps({"lag": sum(lag.values()), "partitions": lag}))
