@@ -103,6 +103,17 @@ def restart_after(first: Component, sig: int, replay: Replay, env: dict[str, str
     return start_component("producer", ["producer"], env, logdir), resume_from
 
 
+def restart_with_rest_fault(first: Component, replay: Replay, env: dict[str, str], logdir: Path, state_dir: Path,
+                            fault: str) -> tuple[Component, dict[str, Any]]:
+    """Stop ``first`` cleanly once it saved state, switch the feed's REST fault on, let the feed
+    go on, start a new producer. Returns it and the feed's answer to the fault switch."""
+    wait_for(lambda: acked(state_dir) > 0, timeout=30, what=f"a first state file ({first.log_path})")
+    assert first.stop() == 0, first.log()
+    answer = replay_post(replay, f"rest-fault?{fault}")
+    time.sleep(DOWN_S)
+    return start_component("producer", ["producer"], env, logdir), answer
+
+
 def test_sigterm_then_restart_puts_every_trade_on_the_topic_exactly_once(
     broker: Broker, topic: str, logdir: Path, tmp_path: Path,
 ) -> None:
@@ -171,12 +182,9 @@ def test_429_with_retry_after_during_catch_up_is_waited_out_then_filled(
     first = start_component("producer", ["producer"], env, logdir)
     second: Component | None = None
     try:
-        wait_for(lambda: acked(state_dir) > 0, timeout=30, what=f"a first state file ({first.log_path})")
-        assert first.stop() == 0, first.log()
-        answer = replay_post(replay, f"rest-fault?mode=429&count=2&retry_after={retry_after}")
+        second, answer = restart_with_rest_fault(first, replay, env, logdir, state_dir,
+                                                 f"mode=429&count=2&retry_after={retry_after}")
         assert answer["mode"] == "429"
-        time.sleep(DOWN_S)
-        second = start_component("producer", ["producer"], env, logdir)
         feed_ids = run_until_caught_up(replay, state_dir, second)
         assert second.stop() == 0, second.log()
         rest_log = replay_get(replay, "rest-log")
@@ -217,11 +225,7 @@ def test_truncated_rest_answers_during_catch_up_are_retried_not_recorded(
     first = start_component("producer", ["producer"], env, logdir)
     second: Component | None = None
     try:
-        wait_for(lambda: acked(state_dir) > 0, timeout=30, what=f"a first state file ({first.log_path})")
-        assert first.stop() == 0, first.log()
-        replay_post(replay, "rest-fault?mode=truncate&count=3")
-        time.sleep(DOWN_S)
-        second = start_component("producer", ["producer"], env, logdir)
+        second, _ = restart_with_rest_fault(first, replay, env, logdir, state_dir, "mode=truncate&count=3")
         feed_ids = run_until_caught_up(replay, state_dir, second)
         assert second.stop() == 0, second.log()
         rest_log = replay_get(replay, "rest-log")
