@@ -9,7 +9,7 @@ time is when the replay published it; ms precision).
 
 Bare broker: a producer with our producer's own settings (idempotent, acks=all, lz4, linger 5)
 sends messages of the same size stamped with the send time, paced in 5 ms ticks like the replay;
-a consumer with our consumer's settings (fetch.wait.max.ms=5, read_committed) polls them one by
+a consumer with our consumer's settings (its fetch.wait.max.ms, read_committed) polls them one by
 one and stamps the receive time. Both sides run in this process, the producer in a thread.
 """
 

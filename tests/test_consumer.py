@@ -158,3 +158,27 @@ def test_a_far_future_trade_creates_its_own_partition_not_every_day_up_to_it(
         store.close()
     assert result.inserted == 2 and time.perf_counter() - started < 10
     assert partitions(conn) == [datetime.fromtimestamp(now / 1000, UTC).strftime("trades_%Y%m%d"), "trades_20990101"]
+
+
+def test_a_consumer_stopped_while_joining_its_group_does_not_strand_the_next_one(
+    pipeline_env: dict[str, str], conn: psycopg2.extensions.connection, broker: Broker, topic: str, logdir: Path,
+) -> None:
+    """A restart in the first seconds (systemd's restart loop, an operator's double restart).
+
+    Tansu 0.6 never finishes the rebalance of a group that a member leaves while it is still
+    joining; with a LeaveGroup on close the next consumer waited forever with no partition.
+    """
+    trades = agg_trades()[:500]
+    publish(broker.bootstrap, topic, [(m.key, m.to_json()) for m in map(trade_message, trades)])
+    first = start_component("consumer", ["consumer"], pipeline_env, logdir)
+    wait_for(lambda: "consumer started" in first.log() or first.proc.poll() is not None, timeout=30,
+             what="the first consumer to subscribe")
+    time.sleep(0.5)
+    assert first.stop() == 0, first.log()
+    assert "partitions assigned" not in first.log(), "the first consumer finished joining: nothing was tested"
+    second = start_component("consumer", ["consumer"], pipeline_env, logdir)
+    try:
+        wait_for(lambda: scalar(conn, "SELECT count(*) FROM trades") == len(trades), timeout=60,
+                 what="the next consumer to get the partitions and store every trade")
+    finally:
+        assert second.stop() == 0, second.log()
