@@ -92,13 +92,26 @@ class Case:
                 return False
         return True
 
+    def _progress(self) -> str:
+        """Where each stage stands, for a failure message: which one stopped moving."""
+        status = self.host.replay("/_replay/status", method="GET")
+        stored = {row[0]: row[1] for row in self.host.sql("SELECT symbol, max(trade_id) FROM trades GROUP BY symbol")}
+        parts = [f"{symbol}: published up to {info['last_published_id']}, stored up to {stored.get(symbol)}"
+                 for symbol, info in status["symbols"].items()]
+        consumer = self.host.exec(["journalctl", "-u", "candlestack-consumer", "-n", "3", "--no-pager", "-o", "cat"],
+                                  check=False).strip().splitlines()
+        return "; ".join(parts) + " | consumer's last log lines: " + " / ".join(consumer)
+
     def check(self, *, expected_dead_letters: int = 0) -> Row:
         host = self.host
         if self.fault_ended is None:
             self.fault_over()
         assert self.fault_ended is not None
         host.wait_active(*PIPELINE_UNITS, *PLATFORM_UNITS, timeout=240)
-        deadline_wait(self._caught_up, timeout=240, interval=0.5, what="the pipeline to catch up with the feed")
+        try:
+            deadline_wait(self._caught_up, timeout=240, interval=0.5, what="the pipeline to catch up with the feed")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: {self._progress()}") from None
         self.row.recovery_s = round(time.monotonic() - self.fault_ended, 1)
         host.replay("/_replay/pause")
         try:
