@@ -16,7 +16,9 @@ from candlestack.contract import MAX_ID, NO_BOUNDS, Bounds, Gap, Trade, decode, 
 from candlestack.errors import ContractError, SettingsError
 from candlestack.settings import ConsumerSettings
 from consumer import batch as batch_module
+from consumer import metrics as consumer_metrics
 from consumer.batch import Batch, DeadLetter, Record, build_batch
+from consumer.main import AssignmentWatch
 from consumer.store import TradeStore, WriteResult, is_data_error
 
 NOW_MS = 1_764_547_200_000  # 2025-12-01T00:00:00Z
@@ -247,3 +249,26 @@ def test_accept_any_symbol_must_be_a_boolean() -> None:
         ConsumerSettings.from_env({"CANDLESTACK_PG_HOST": "/run/postgresql",
                                    "CANDLESTACK_CONSUMER_ACCEPT_ANY_SYMBOL": "maybe"})
     assert error.value.variable == "CANDLESTACK_CONSUMER_ACCEPT_ANY_SYMBOL"
+
+
+def test_a_consumer_without_partitions_says_so_once_a_minute_after_the_first_minute() -> None:
+    now = [0.0]
+    watch = AssignmentWatch(warn_after_s=60, clock=lambda: now[0])
+    now[0] = 59
+    assert watch.overdue_s() is None
+    now[0] = 61
+    assert watch.overdue_s() == 61
+    now[0] = 100
+    assert watch.overdue_s() is None, "a second warning within the minute"
+    now[0] = 122
+    assert watch.overdue_s() == 122
+    watch.assigned(3)
+    now[0] = 1000
+    assert watch.overdue_s() is None
+    assert consumer_metrics.ASSIGNED._value.get() == 3
+    watch.assigned(0)  # revoked: the clock starts again
+    now[0] = 1059
+    assert watch.overdue_s() is None
+    now[0] = 1061
+    assert watch.overdue_s() == 61
+    assert consumer_metrics.ASSIGNED._value.get() == 0

@@ -6,6 +6,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -30,6 +31,8 @@ POLL_TIMEOUT_S = 0.5
 # answers a fetch in time that grows with the partition's length: at 5 ms the consumer kept it
 # busy for 87% of a core at 12,000 messages and fell behind a 20 trades/s feed for good.
 FETCH_WAIT_MAX_MS = 250
+# A group join takes seconds; this long without a partition means ingestion has stopped.
+UNASSIGNED_WARN_S = 60.0
 
 
 def consumer_config(settings: ConsumerSettings) -> dict[str, Any]:
@@ -60,6 +63,36 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+class AssignmentWatch:
+    """Tracks whether the consumer holds partitions, and says so when it has held none for long.
+
+    A consumer waiting for its group forever looks healthy to systemd; this is its only voice.
+    """
+
+    def __init__(self, *, warn_after_s: float = UNASSIGNED_WARN_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self._warn_after_s = warn_after_s
+        self._clock = clock
+        self._unassigned_since: float | None = clock()
+        self._last_warning: float | None = None
+        metrics.ASSIGNED.set(0)
+
+    def assigned(self, count: int) -> None:
+        metrics.ASSIGNED.set(count)
+        self._unassigned_since = None if count else self._clock()
+        self._last_warning = None
+
+    def overdue_s(self) -> float | None:
+        """Seconds without a partition, when a warning is due now (at most one a minute)."""
+        if self._unassigned_since is None:
+            return None
+        now = self._clock()
+        waited = now - self._unassigned_since
+        if waited < self._warn_after_s or (self._last_warning is not None and now - self._last_warning < 60):
+            return None
+        self._last_warning = now
+        return waited
+
+
 def to_record(message: Message) -> Record:
     topic, partition, offset = message.topic(), message.partition(), message.offset()
     assert topic is not None and partition is not None and offset is not None  # set on every fetched message
@@ -73,13 +106,10 @@ class IngestLoop:
         self._consumer = Consumer(consumer_config(settings))
         self._store = TradeStore(settings.postgres)
         self._linger_s = settings.batch_linger_ms / 1000
+        self._assignment = AssignmentWatch()
 
     def run(self) -> None:
-        self._consumer.subscribe([self._settings.kafka.topic],
-                                 on_assign=lambda _c, parts: log.info("partitions assigned", extra={
-                                     "partitions": ",".join(str(p.partition) for p in parts)}),
-                                 on_revoke=lambda _c, parts: log.info("partitions revoked", extra={
-                                     "partitions": ",".join(str(p.partition) for p in parts)}))
+        self._consumer.subscribe([self._settings.kafka.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("consumer started", extra={"topic": self._settings.kafka.topic, "group": self._settings.group_id})
         # One writer thread: batch N is written to PostgreSQL (psycopg2 releases the GIL while it
         # waits) while this thread fetches and decodes batch N+1. Offsets of N are committed only
@@ -90,6 +120,7 @@ class IngestLoop:
             while True:
                 stopping = self._stop.is_set()
                 records = [] if stopping else self._poll()
+                self._warn_if_unassigned()
                 batch = build_batch(records, self._bounds()) if records else None
                 if in_flight is not None:
                     batch = self._finish(*in_flight, following=batch)
@@ -103,6 +134,20 @@ class IngestLoop:
             self._consumer.close()
             self._store.close()
             log.info("consumer stopped")
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assignment.assigned(len(partitions))
+        log.info("partitions assigned", extra={"partitions": ",".join(str(p.partition) for p in partitions)})
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assignment.assigned(0)
+        log.info("partitions revoked", extra={"partitions": ",".join(str(p.partition) for p in partitions)})
+
+    def _warn_if_unassigned(self) -> None:
+        waited = self._assignment.overdue_s()
+        if waited is not None:
+            log.warning("no partition assigned: nothing is being ingested", extra={
+                "waited_s": round(waited), "group": self._settings.group_id, "topic": self._settings.kafka.topic})
 
     def _bounds(self) -> Bounds:
         """What the contract accepts for messages read now (the clock is read once per batch)."""

@@ -17,3 +17,5 @@ SPLITS = Counter("candlestack_consumer_batch_splits_total",
                  "Batches (or halves) PostgreSQL refused for their data, then split in two")
 REFUSED = Counter("candlestack_consumer_refused_messages_total",
                   "Messages PostgreSQL refused, isolated by splitting and set aside as dead letters")
+ASSIGNED = Gauge("candlestack_consumer_assigned_partitions",
+                 "Partitions this consumer holds; 0 for long means ingestion has stopped")
