@@ -1,5 +1,5 @@
 """The settings table (candlestack.setting_table) is complete, and what describes a setting
-elsewhere agrees with it: the readers, the README."""
+elsewhere agrees with it: the readers and the README."""
 
 from __future__ import annotations
 
@@ -93,3 +93,11 @@ def test_dataclass_defaults_are_what_an_empty_environment_reads() -> None:
         for field in fields(settings):
             if field.default is not MISSING and field.name not in NOT_A_SETTING_DEFAULT:
                 assert field.default == getattr(settings, field.name), f"{type(settings).__name__}.{field.name}"
+
+
+def test_the_readme_settings_table_is_generated_from_the_table() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme.count(setting_table.BEGIN) == readme.count(setting_table.END) == 1
+    block = readme.split(setting_table.BEGIN)[1].split(setting_table.END)[0]
+    # On a difference: python -m candlestack.setting_table --update README.md
+    assert block.strip().splitlines() == setting_table.markdown_table().strip().splitlines()
