@@ -67,8 +67,8 @@ class Setting:
     role: tuple[RoleVariable, ...] = ()
     not_in_role_because: str = ""
 
-    # The `type` of its role variables in the role's meta/argument_specs.yml.
-    role_type: ClassVar[str] = "str"
+    # The `type` its role variables may have in the role's meta/argument_specs.yml.
+    role_types: ClassVar[tuple[str, ...]] = ("str",)
 
     @property
     def variable(self) -> str:
@@ -90,6 +90,8 @@ class Text(Setting):
     # What a value must look like when not any text (its reader in settings.py checks it).
     form: str = ""
 
+    role_types: ClassVar[tuple[str, ...]] = ("str", "path")
+
     def accepts(self) -> str:
         return self.form or "text"
 
@@ -98,7 +100,7 @@ class Text(Setting):
 class Listing(Text):
     """Comma-separated items in the environment; a YAML list in the role."""
 
-    role_type: ClassVar[str] = "list"
+    role_types: ClassVar[tuple[str, ...]] = ("list",)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,7 +109,7 @@ class Integer(Setting):
     minimum: int = 0
     maximum: int | None = None
 
-    role_type: ClassVar[str] = "int"
+    role_types: ClassVar[tuple[str, ...]] = ("int",)
 
     def accepts(self) -> str:
         if self.maximum is None:
@@ -120,7 +122,7 @@ class Number(Setting):
     default: float
     minimum: float = 0.0
 
-    role_type: ClassVar[str] = "float"
+    role_types: ClassVar[tuple[str, ...]] = ("float",)
 
     def accepts(self) -> str:
         return f"number, {self.minimum:g} or more"
@@ -130,7 +132,7 @@ class Number(Setting):
 class Flag(Setting):
     default: bool
 
-    role_type: ClassVar[str] = "bool"
+    role_types: ClassVar[tuple[str, ...]] = ("bool",)
 
     def accepts(self) -> str:
         return "`true` or `false` (or `1`/`0`, `yes`/`no`, `on`/`off`)"
@@ -164,7 +166,7 @@ class Port(Setting):
     maximum: ClassVar[int] = 65535
     disabled: ClassVar[tuple[str, ...]] = ("0", "off", "none", "disabled")
 
-    role_type: ClassVar[str] = "int"
+    role_types: ClassVar[tuple[str, ...]] = ("int",)
 
     def default_for(self, component: Component | None = None) -> int:
         if component is None or component not in self.defaults_by_component:
