@@ -83,7 +83,9 @@ def _value(lines: list[_Line], i: int, indent: int, rest: str) -> tuple[YamlValu
     if rest in _BLOCK_SCALAR:
         return (" " if rest.startswith(">") else "\n").join(line.text for line in nested), deeper
     if rest:
-        # A plain scalar may go on over deeper lines (folded into one).
+        # A plain scalar may go on over deeper lines (folded into one), which cannot be keys.
+        if any(_KEY.match(line.text) for line in nested):
+            raise ValueError(f"line {nested[0].number}: a mapping under a value")
         return _scalar(" ".join([rest, *(line.text for line in nested)])), deeper
     if nested:
         return _block(lines, i + 1, nested[0].indent)

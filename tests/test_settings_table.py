@@ -108,8 +108,8 @@ def test_the_readme_settings_table_is_generated_from_the_table() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert readme.count(setting_table.BEGIN) == readme.count(setting_table.END) == 1
     block = readme.split(setting_table.BEGIN)[1].split(setting_table.END)[0]
-    # On a difference: python -m candlestack.setting_table --update README.md
-    assert block.strip().splitlines() == setting_table.markdown_table().strip().splitlines()
+    assert block.strip().splitlines() == setting_table.markdown_table().strip().splitlines(), (
+        "README.md's settings table is stale: python -m candlestack.setting_table --update README.md")
 
 
 ROLE_VARIABLES = [pytest.param(entry, variable, id=variable.name) for entry in TABLE for variable in entry.role]
@@ -128,11 +128,9 @@ def normalised(value: role_files.YamlValue | setting_table.Scalar) -> object:
     return value
 
 
-def expected_role_default(entry: Setting, variable: RoleVariable) -> object:
+def expected_role_default(entry: Setting, variable: RoleVariable) -> setting_table.Scalar | None:
     """The default the role should give ``variable``: the table's, unless the entry says why not."""
-    if variable.differs_because:
-        return normalised(variable.role_default)
-    return normalised(entry.default_for(variable.component))
+    return variable.role_default if variable.differs_because else entry.default_for(variable.component)
 
 
 def test_the_role_writes_only_settings_of_the_table_through_their_declared_variables() -> None:
@@ -165,8 +163,9 @@ def test_the_role_default_is_the_tables(entry: Setting, variable: RoleVariable) 
         if table_default is not None:
             assert f"'{table_default}'" in str(value), f"{where} does not fall back to the table's {table_default!r}"
         return
-    assert normalised(value) == expected_role_default(entry, variable), (
-        f"{where} is {value!r}; the table ({entry.variable}) says {expected_role_default(entry, variable)!r}")
+    expected = expected_role_default(entry, variable)
+    assert normalised(value) == normalised(expected), (
+        f"{where} is {value!r}; the table ({entry.variable}) says {expected!r}")
 
 
 @pytest.mark.parametrize(("entry", "variable"), ROLE_VARIABLES)
@@ -185,9 +184,9 @@ def test_the_argument_spec_describes_the_role_variable_as_the_table_does(entry: 
     if "default" in spec:
         computed = variable.differs_because and variable.role_default is None
         assert not computed, f"{where} states a default, but the role computes it"
-        assert normalised(spec["default"]) == expected_role_default(entry, variable), (
-            f"{where} has default {spec['default']!r}; the table ({entry.variable}) says "
-            f"{expected_role_default(entry, variable)!r}")
+        expected = expected_role_default(entry, variable)
+        assert normalised(spec["default"]) == normalised(expected), (
+            f"{where} has default {spec['default']!r}; the table ({entry.variable}) says {expected!r}")
 
 
 @pytest.mark.parametrize(("entry", "variable"), ROLE_VARIABLES)
@@ -196,6 +195,15 @@ def test_the_role_readme_describes_the_role_variable(entry: Setting, variable: R
         f"roles/candlestack/README.md does not mention {variable.name} ({entry.variable})")
     shown = role_files.readme_values()
     if variable.name in shown:
-        assert normalised(shown[variable.name]) == expected_role_default(entry, variable), (
+        expected = expected_role_default(entry, variable)
+        assert normalised(shown[variable.name]) == normalised(expected), (
             f"roles/candlestack/README.md shows {variable.name}: {shown[variable.name]!r}; the table "
-            f"({entry.variable}) says {expected_role_default(entry, variable)!r}")
+            f"({entry.variable}) says {expected!r}")
+
+
+def test_the_role_file_reader_reads_yaml_as_ansible_does_or_refuses() -> None:
+    assert role_files.load_yaml("a: yes\nb: 0.5\nc: '5'\nd: [x, 'y, z']\ne:\n  - 1\nf: >-\n  {{ g }}\n  h\n") == {
+        "a": True, "b": 0.5, "c": "5", "d": ["x", "y, z"], "e": [1], "f": "{{ g }} h"}
+    for unsupported in ("a: {b: 1}\n", "a:\n  - b: 1\n", "a: 1\n  b: 2\n", "a: 'x\n"):
+        with pytest.raises(ValueError):
+            role_files.load_yaml(unsupported)
