@@ -63,7 +63,7 @@ class Env:
 
     def raw(self, name: str) -> str | None:
         """The value set (stripped), or None when unset or blank; the table's default is not applied."""
-        setting(name, Setting)
+        setting(name, Setting)  # raises for a name outside the table
         value = self._environ.get(PREFIX + name)
         return None if value is None or value.strip() == "" else value.strip()
 
