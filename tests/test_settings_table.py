@@ -199,11 +199,3 @@ def test_the_role_readme_describes_the_role_variable(entry: Setting, variable: R
         assert normalised(shown[variable.name]) == normalised(expected), (
             f"roles/candlestack/README.md shows {variable.name}: {shown[variable.name]!r}; the table "
             f"({entry.variable}) says {expected!r}")
-
-
-def test_the_role_file_reader_reads_yaml_as_ansible_does_or_refuses() -> None:
-    assert role_files.load_yaml("a: yes\nb: 0.5\nc: '5'\nd: [x, 'y, z']\ne:\n  - 1\nf: >-\n  {{ g }}\n  h\n") == {
-        "a": True, "b": 0.5, "c": "5", "d": ["x", "y, z"], "e": [1], "f": "{{ g }} h"}
-    for unsupported in ("a: {b: 1}\n", "a:\n  - b: 1\n", "a: 1\n  b: 2\n", "a: 'x\n"):
-        with pytest.raises(ValueError):
-            role_files.load_yaml(unsupported)
