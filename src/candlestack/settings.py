@@ -1,7 +1,8 @@
 """Typed settings for every component, read from environment variables in this one place.
 
 systemd passes them through an ``EnvironmentFile`` (see the Ansible role ``candlestack``).
-Every variable starts with ``CANDLESTACK_``; each reader states its default, and a bad value
+Every variable starts with ``CANDLESTACK_`` and is described in
+:mod:`candlestack.setting_table`, which gives each reader its default and bounds; a bad value
 raises :class:`SettingsError` naming the variable, so a unit fails at start with a clear line
 in the journal instead of misbehaving later.
 """
@@ -18,8 +19,19 @@ from urllib.parse import urlsplit
 
 from candlestack.contract import STREAMS, StreamType, normalise_symbol
 from candlestack.errors import ContractError, SettingsError
-
-PREFIX = "CANDLESTACK_"
+from candlestack.setting_table import (
+    PREFIX,
+    Choice,
+    Component,
+    Flag,
+    Integer,
+    Number,
+    Port,
+    Setting,
+    Text,
+    Url,
+    setting,
+)
 
 # Interval name -> length in ms. Every one of these divides a UTC day or is a day, so windows
 # aligned to the Unix epoch are the windows Binance uses.
@@ -39,12 +51,19 @@ INTERVALS_MS: dict[str, int] = {
 
 
 class Env:
-    """Reads ``CANDLESTACK_*`` variables from a mapping (``os.environ`` by default)."""
+    """Reads ``CANDLESTACK_*`` variables from a mapping (``os.environ`` by default).
+
+    Each reader takes the default and bounds from the variable's entry in
+    :mod:`candlestack.setting_table`; a name that is not there raises ``LookupError``, and an
+    entry of another kind ``TypeError`` (both are bugs, not configuration errors).
+    """
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = os.environ if environ is None else environ
 
     def raw(self, name: str) -> str | None:
+        """The value set (stripped), or None when unset or blank; the table's default is not applied."""
+        setting(name, Setting)  # raises for a name outside the table
         value = self._environ.get(PREFIX + name)
         return None if value is None or value.strip() == "" else value.strip()
 
@@ -53,8 +72,14 @@ class Env:
         value = self._environ.get(name)
         return None if value is None or value.strip() == "" else value.strip()
 
-    def text(self, name: str, default: str) -> str:
+    def text(self, name: str) -> str:
+        default = setting(name, Text).default
+        if default is None:
+            raise TypeError(f"{PREFIX}{name} has no default: read it with optional_text()")
         return self.raw(name) or default
+
+    def optional_text(self, name: str) -> str | None:
+        return self.raw(name) or setting(name, Text).default
 
     def required(self, name: str) -> str:
         value = self.raw(name)
@@ -62,65 +87,81 @@ class Env:
             raise SettingsError(PREFIX + name, "is required and not set")
         return value
 
-    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    def integer(self, name: str) -> int:
+        entry = setting(name, Integer)
         raw = self.raw(name)
         if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise SettingsError(PREFIX + name, f"expected a whole number, got {raw!r}") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            raise SettingsError(PREFIX + name, f"{value} is outside {minimum}..{maximum or 'inf'}")
-        return value
+            return entry.default
+        return _whole_number(name, raw, entry.minimum, entry.maximum)
 
-    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+    def number(self, name: str) -> float:
+        entry = setting(name, Number)
         raw = self.raw(name)
         if raw is None:
-            return default
+            return entry.default
         try:
             value = float(raw)
         except ValueError:
             raise SettingsError(PREFIX + name, f"expected a number, got {raw!r}") from None
-        if value < minimum:
-            raise SettingsError(PREFIX + name, f"{value} is below {minimum}")
+        if value < entry.minimum:
+            raise SettingsError(PREFIX + name, f"{value} is below {entry.minimum}")
         return value
 
-    def flag(self, name: str, default: bool) -> bool:
+    def flag(self, name: str) -> bool:
+        entry = setting(name, Flag)
         raw = self.raw(name)
         if raw is None:
-            return default
+            return entry.default
         if raw.lower() in {"1", "true", "yes", "on"}:
             return True
         if raw.lower() in {"0", "false", "no", "off"}:
             return False
         raise SettingsError(PREFIX + name, f"expected true or false, got {raw!r}")
 
-    def optional_port(self, name: str, default: int | None) -> int | None:
-        """A TCP port; ``0`` or ``off`` means disabled (``None``)."""
+    def optional_port(self, name: str, component: Component) -> int | None:
+        """A TCP port, by default the component's; ``0`` or ``off`` means disabled (``None``)."""
+        entry = setting(name, Port)
         raw = self.raw(name)
-        if raw is not None and raw.lower() in {"0", "off", "none", "disabled"}:
-            return None
         if raw is None:
-            return default
-        return self.integer(name, 0, minimum=1, maximum=65535)
+            return entry.default_for(component)
+        if raw.lower() in entry.disabled:
+            return None
+        return _whole_number(name, raw, entry.minimum, entry.maximum)
 
-    def url(self, name: str, default: str, *, schemes: tuple[str, ...]) -> str:
-        value = self.text(name, default).rstrip("/")
+    def url(self, name: str) -> str:
+        entry = setting(name, Url)
+        value = (self.raw(name) or entry.default).rstrip("/")
         parts = urlsplit(value)
-        if parts.scheme not in schemes or not parts.hostname:
-            raise SettingsError(PREFIX + name, f"expected a {'/'.join(schemes)} URL with a host, got {value!r}")
+        if parts.scheme not in entry.schemes or not parts.hostname:
+            raise SettingsError(PREFIX + name,
+                                f"expected a {'/'.join(entry.schemes)} URL with a host, got {value!r}")
         try:
             parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError:
             raise SettingsError(PREFIX + name, f"bad port in {value!r}") from None
         return value
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.text(name, default)
-        if value not in choices:
-            raise SettingsError(PREFIX + name, f"expected one of {', '.join(choices)}, got {value!r}")
+    def choice(self, name: str) -> str:
+        entry = setting(name, Choice)
+        value = self.raw(name) or entry.default
+        if value not in entry.choices:
+            raise SettingsError(PREFIX + name, f"expected one of {', '.join(entry.choices)}, got {value!r}")
         return value
+
+
+# An empty environment: what it reads is each setting's default. The dataclasses take their
+# defaults from it, for code that constructs them directly (tests, benchmarks).
+DEFAULTS = Env({})
+
+
+def _whole_number(name: str, raw: str, minimum: int, maximum: int | None) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(PREFIX + name, f"expected a whole number, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise SettingsError(PREFIX + name, f"{value} is outside {minimum}..{maximum or 'inf'}")
+    return value
 
 
 def read_env_file(path: str) -> dict[str, str]:
@@ -162,43 +203,40 @@ def _unquote(value: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LogSettings:
-    level: str = "INFO"
-    format: str = "text"
+    level: str = DEFAULTS.choice("LOG_LEVEL")
+    format: str = DEFAULTS.choice("LOG_FORMAT")
 
     @classmethod
     def from_env(cls, env: Env) -> LogSettings:
-        return cls(
-            level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
-            format=env.choice("LOG_FORMAT", "text", ("text", "json")),
-        )
+        return cls(level=env.choice("LOG_LEVEL"), format=env.choice("LOG_FORMAT"))
 
 
 @dataclass(frozen=True, slots=True)
 class PostgresSettings:
-    host: str = "localhost"
-    port: int = 5432
-    database: str = "candlestack"
-    user: str = "candlestack"
-    password: str | None = None
-    sslmode: str = "prefer"
+    host: str = DEFAULTS.text("PG_HOST")
+    port: int = DEFAULTS.integer("PG_PORT")
+    database: str = DEFAULTS.text("PG_DATABASE")
+    user: str = DEFAULTS.text("PG_USER")
+    password: str | None = DEFAULTS.optional_text("PG_PASSWORD")
+    sslmode: str = DEFAULTS.choice("PG_SSLMODE")
+    # Not a setting: each component names itself (from_env's argument).
     application_name: str = "candlestack"
 
     @classmethod
     def from_env(cls, env: Env, *, application_name: str) -> PostgresSettings:
-        host = env.text("PG_HOST", "localhost")
-        password = env.raw("PG_PASSWORD")
+        host = env.text("PG_HOST")
+        password = env.optional_text("PG_PASSWORD")
         # A Unix socket directory may use peer authentication; a TCP connection never goes
         # without a password here (pg_hba uses scram-sha-256).
         if password is None and not host.startswith("/"):
             raise SettingsError(PREFIX + "PG_PASSWORD", f"is required to connect to {host} over TCP")
         return cls(
             host=host,
-            port=env.integer("PG_PORT", 5432, minimum=1, maximum=65535),
-            database=env.text("PG_DATABASE", "candlestack"),
-            user=env.text("PG_USER", "candlestack"),
+            port=env.integer("PG_PORT"),
+            database=env.text("PG_DATABASE"),
+            user=env.text("PG_USER"),
             password=password,
-            sslmode=env.choice("PG_SSLMODE", "prefer", ("disable", "allow", "prefer", "require",
-                                                        "verify-ca", "verify-full")),
+            sslmode=env.choice("PG_SSLMODE"),
             application_name=application_name,
         )
 
@@ -223,17 +261,17 @@ class PostgresSettings:
 
 @dataclass(frozen=True, slots=True)
 class KafkaSettings:
-    bootstrap_servers: str = "localhost:9092"
-    topic: str = "candlestack.trades"
+    bootstrap_servers: str = DEFAULTS.text("KAFKA_BOOTSTRAP_SERVERS")
+    topic: str = DEFAULTS.text("KAFKA_TOPIC")
 
     @classmethod
     def from_env(cls, env: Env) -> KafkaSettings:
-        servers = env.text("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
+        servers = env.text("KAFKA_BOOTSTRAP_SERVERS")
         for server in servers.split(","):
             if not re.match(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$", server.strip()):
                 raise SettingsError(PREFIX + "KAFKA_BOOTSTRAP_SERVERS",
                                     f"expected host:port[,host:port], got {servers!r}")
-        topic = env.text("KAFKA_TOPIC", "candlestack.trades")
+        topic = env.text("KAFKA_TOPIC")
         if not re.match(r"^[A-Za-z0-9._\-]{1,249}$", topic):
             raise SettingsError(PREFIX + "KAFKA_TOPIC", f"not a valid topic name: {topic!r}")
         return cls(bootstrap_servers=servers, topic=topic)
@@ -241,17 +279,17 @@ class KafkaSettings:
 
 @dataclass(frozen=True, slots=True)
 class MetricsSettings:
-    address: str = "127.0.0.1"
+    address: str = DEFAULTS.text("METRICS_ADDRESS")
+    # No endpoint when constructed directly; from_env applies the component's default port.
     port: int | None = None
 
     @classmethod
-    def from_env(cls, env: Env, *, default_port: int | None) -> MetricsSettings:
-        return cls(address=env.text("METRICS_ADDRESS", "127.0.0.1"),
-                   port=env.optional_port("METRICS_PORT", default_port))
+    def from_env(cls, env: Env, *, component: Component) -> MetricsSettings:
+        return cls(address=env.text("METRICS_ADDRESS"), port=env.optional_port("METRICS_PORT", component))
 
 
 def parse_symbols(env: Env) -> tuple[str, ...]:
-    raw = env.text("SYMBOLS", "btcusdt,ethusdt")
+    raw = env.text("SYMBOLS")
     try:
         symbols = tuple(dict.fromkeys(normalise_symbol(s) for s in raw.split(",") if s.strip()))
     except ContractError as exc:
@@ -273,36 +311,36 @@ class ProducerSettings:
     kafka: KafkaSettings
     metrics: MetricsSettings
     log: LogSettings
-    reconnect_initial_s: float = 0.5
-    reconnect_max_s: float = 30.0
+    reconnect_initial_s: float = DEFAULTS.number("PRODUCER_RECONNECT_INITIAL_S")
+    reconnect_max_s: float = DEFAULTS.number("PRODUCER_RECONNECT_MAX_S")
     # Binance closes every connection after 24 h; reconnect on our own terms a little before.
-    max_connection_age_s: float = 23.5 * 3600
-    gap_fill_max_trades: int = 100_000
-    buffer_max_messages: int = 100_000
-    # Where the last acknowledged trade ids and the pending gaps survive a restart; None: nowhere.
+    max_connection_age_s: float = DEFAULTS.number("PRODUCER_MAX_CONNECTION_AGE_S")
+    gap_fill_max_trades: int = DEFAULTS.integer("PRODUCER_GAP_FILL_MAX_TRADES")
+    buffer_max_messages: int = DEFAULTS.integer("PRODUCER_BUFFER_MAX_MESSAGES")
+    # Where the last acknowledged trade ids and the pending gaps survive a restart; None: nowhere
+    # (from_env falls back to systemd's $STATE_DIRECTORY).
     state_dir: Path | None = None
     # Binance allows 6000 request weight a minute per IP; stay below it with room for other clients.
-    rest_weight_limit: int = 5000
+    rest_weight_limit: int = DEFAULTS.integer("PRODUCER_REST_WEIGHT_LIMIT")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ProducerSettings:
         env = Env(environ)
         return cls(
             symbols=parse_symbols(env),
-            stream=cast(StreamType, env.choice("STREAM", "trade", STREAMS)),
-            ws_url=env.url("BINANCE_WS_URL", "wss://stream.binance.com:9443", schemes=("ws", "wss")),
-            rest_url=env.url("BINANCE_REST_URL", "https://api.binance.com", schemes=("http", "https")),
+            stream=cast(StreamType, env.choice("STREAM")),
+            ws_url=env.url("BINANCE_WS_URL"),
+            rest_url=env.url("BINANCE_REST_URL"),
             kafka=KafkaSettings.from_env(env),
-            metrics=MetricsSettings.from_env(env, default_port=9101),
+            metrics=MetricsSettings.from_env(env, component="producer"),
             log=LogSettings.from_env(env),
-            reconnect_initial_s=env.number("PRODUCER_RECONNECT_INITIAL_S", 0.5, minimum=0.01),
-            reconnect_max_s=env.number("PRODUCER_RECONNECT_MAX_S", 30.0, minimum=0.01),
-            max_connection_age_s=env.number("PRODUCER_MAX_CONNECTION_AGE_S", 23.5 * 3600, minimum=1.0),
-            gap_fill_max_trades=env.integer("PRODUCER_GAP_FILL_MAX_TRADES", 100_000),
-            buffer_max_messages=env.integer("PRODUCER_BUFFER_MAX_MESSAGES", 100_000, minimum=1, maximum=10_000_000),
+            reconnect_initial_s=env.number("PRODUCER_RECONNECT_INITIAL_S"),
+            reconnect_max_s=env.number("PRODUCER_RECONNECT_MAX_S"),
+            max_connection_age_s=env.number("PRODUCER_MAX_CONNECTION_AGE_S"),
+            gap_fill_max_trades=env.integer("PRODUCER_GAP_FILL_MAX_TRADES"),
+            buffer_max_messages=env.integer("PRODUCER_BUFFER_MAX_MESSAGES"),
             state_dir=producer_state_dir(env),
-            # One historicalTrades page costs 25: a smaller budget could never send a request.
-            rest_weight_limit=env.integer("PRODUCER_REST_WEIGHT_LIMIT", 5000, minimum=25),
+            rest_weight_limit=env.integer("PRODUCER_REST_WEIGHT_LIMIT"),
         )
 
 
@@ -332,11 +370,11 @@ class ConsumerSettings:
     postgres: PostgresSettings
     metrics: MetricsSettings
     log: LogSettings
-    group_id: str = "candlestack-consumer"
-    batch_max_messages: int = 5000
+    group_id: str = DEFAULTS.text("KAFKA_GROUP_ID")
+    batch_max_messages: int = DEFAULTS.integer("CONSUMER_BATCH_MAX_MESSAGES")
     # How long a batch waits for more messages once the first has arrived.
-    batch_linger_ms: int = 5
-    retry_max_s: float = 30.0
+    batch_linger_ms: int = DEFAULTS.integer("CONSUMER_BATCH_LINGER_MS")
+    retry_max_s: float = DEFAULTS.number("CONSUMER_RETRY_MAX_S")
     # The symbols whose trades are stored (the producer's list); None stores any symbol.
     symbols: tuple[str, ...] | None = None
 
@@ -345,22 +383,22 @@ class ConsumerSettings:
         env = Env(environ)
         # A message for another symbol is a misrouted or forged message: set aside unless the
         # operator says the topic carries more symbols than this host's producer streams.
-        accept_any = env.flag("CONSUMER_ACCEPT_ANY_SYMBOL", False)
+        accept_any = env.flag("CONSUMER_ACCEPT_ANY_SYMBOL")
         return cls(
             symbols=None if accept_any else parse_symbols(env),
             kafka=KafkaSettings.from_env(env),
             postgres=PostgresSettings.from_env(env, application_name="candlestack-consumer"),
-            metrics=MetricsSettings.from_env(env, default_port=9102),
+            metrics=MetricsSettings.from_env(env, component="consumer"),
             log=LogSettings.from_env(env),
-            group_id=env.text("KAFKA_GROUP_ID", "candlestack-consumer"),
-            batch_max_messages=env.integer("CONSUMER_BATCH_MAX_MESSAGES", 5000, minimum=1, maximum=1_000_000),
-            batch_linger_ms=env.integer("CONSUMER_BATCH_LINGER_MS", 5, maximum=60_000),
-            retry_max_s=env.number("CONSUMER_RETRY_MAX_S", 30.0, minimum=0.01),
+            group_id=env.text("KAFKA_GROUP_ID"),
+            batch_max_messages=env.integer("CONSUMER_BATCH_MAX_MESSAGES"),
+            batch_linger_ms=env.integer("CONSUMER_BATCH_LINGER_MS"),
+            retry_max_s=env.number("CONSUMER_RETRY_MAX_S"),
         )
 
 
 def parse_intervals(env: Env) -> tuple[str, ...]:
-    raw = env.text("INTERVALS", "1m,5m")
+    raw = env.text("INTERVALS")
     names = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
     bad = [name for name in names if name not in INTERVALS_MS]
     if bad or not names:
@@ -374,53 +412,54 @@ class AggregatorSettings:
     postgres: PostgresSettings
     metrics: MetricsSettings
     log: LogSettings
-    intervals: tuple[str, ...] = ("1m", "5m")
-    spark_master: str = "local[2]"
-    jdbc_jar: str = "/usr/share/java/postgresql.jar"
-    driver_memory: str = "512m"
-    executor_memory: str = "512m"
-    executor_cores: int | None = None
+    intervals: tuple[str, ...] = parse_intervals(DEFAULTS)
+    spark_master: str = DEFAULTS.text("SPARK_MASTER")
+    jdbc_jar: str = DEFAULTS.text("JDBC_JAR")
+    driver_memory: str = DEFAULTS.text("SPARK_DRIVER_MEMORY")
+    executor_memory: str = DEFAULTS.text("SPARK_EXECUTOR_MEMORY")
+    # None (the setting's 0): Spark's default.
+    executor_cores: int | None = DEFAULTS.integer("SPARK_EXECUTOR_CORES") or None
     # spark.cores.max: how many cluster cores this application may hold. The long-running
     # aggregator caps itself so that a backfill can still get executors on a shared cluster.
-    cores_max: int | None = None
+    cores_max: int | None = DEFAULTS.integer("SPARK_CORES_MAX") or None
     # The address executors use to reach this driver (client mode); None lets Spark guess.
-    driver_host: str | None = None
-    tick_s: float = 2.0
+    driver_host: str | None = DEFAULTS.optional_text("SPARK_DRIVER_HOST")
+    tick_s: float = DEFAULTS.number("AGGREGATOR_TICK_S")
     # A run tick's Spark job is cancelled after this long and the session rebuilt: after a
     # master restart, jobs wait for executors that never come instead of failing.
-    job_timeout_s: float = 60.0
-    backfill_chunk_hours: int = 24
-    read_partitions: int = 4
+    job_timeout_s: float = DEFAULTS.number("AGGREGATOR_JOB_TIMEOUT_S")
+    backfill_chunk_hours: int = DEFAULTS.integer("AGGREGATOR_BACKFILL_CHUNK_HOURS")
+    read_partitions: int = DEFAULTS.integer("AGGREGATOR_READ_PARTITIONS")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AggregatorSettings:
         env = Env(environ)
-        master = env.text("SPARK_MASTER", "local[2]")
+        master = env.text("SPARK_MASTER")
         if not re.match(r"^(local(\[(\d+|\*)\])?|spark://[A-Za-z0-9_.\-]+:\d+(,[A-Za-z0-9_.\-]+:\d+)*)$", master):
             raise SettingsError(PREFIX + "SPARK_MASTER", f"expected local[N] or spark://host:port, got {master!r}")
         memory_pattern = re.compile(r"^\d+[kmgt]$", re.IGNORECASE)
-        memories = {name: env.text(name, "512m") for name in ("SPARK_DRIVER_MEMORY", "SPARK_EXECUTOR_MEMORY")}
+        memories = {name: env.text(name) for name in ("SPARK_DRIVER_MEMORY", "SPARK_EXECUTOR_MEMORY")}
         for name, value in memories.items():
             if not memory_pattern.match(value):
                 raise SettingsError(PREFIX + name, f"expected a JVM size such as 512m or 2g, got {value!r}")
-        cores = env.integer("SPARK_EXECUTOR_CORES", 0, maximum=1024)
-        cores_max = env.integer("SPARK_CORES_MAX", 0, maximum=65536)
+        cores = env.integer("SPARK_EXECUTOR_CORES")
+        cores_max = env.integer("SPARK_CORES_MAX")
         return cls(
             postgres=PostgresSettings.from_env(env, application_name="candlestack-aggregator"),
-            metrics=MetricsSettings.from_env(env, default_port=9103),
+            metrics=MetricsSettings.from_env(env, component="aggregator"),
             log=LogSettings.from_env(env),
             intervals=parse_intervals(env),
             spark_master=master,
-            jdbc_jar=env.text("JDBC_JAR", "/usr/share/java/postgresql.jar"),
+            jdbc_jar=env.text("JDBC_JAR"),
             driver_memory=memories["SPARK_DRIVER_MEMORY"],
             executor_memory=memories["SPARK_EXECUTOR_MEMORY"],
             executor_cores=cores or None,
             cores_max=cores_max or None,
-            driver_host=env.raw("SPARK_DRIVER_HOST"),
-            tick_s=env.number("AGGREGATOR_TICK_S", 2.0, minimum=0.1),
-            job_timeout_s=env.number("AGGREGATOR_JOB_TIMEOUT_S", 60.0, minimum=1.0),
-            backfill_chunk_hours=env.integer("AGGREGATOR_BACKFILL_CHUNK_HOURS", 24, minimum=1, maximum=24 * 366),
-            read_partitions=env.integer("AGGREGATOR_READ_PARTITIONS", 4, minimum=1, maximum=1024),
+            driver_host=env.optional_text("SPARK_DRIVER_HOST"),
+            tick_s=env.number("AGGREGATOR_TICK_S"),
+            job_timeout_s=env.number("AGGREGATOR_JOB_TIMEOUT_S"),
+            backfill_chunk_hours=env.integer("AGGREGATOR_BACKFILL_CHUNK_HOURS"),
+            read_partitions=env.integer("AGGREGATOR_READ_PARTITIONS"),
         )
 
 
@@ -430,8 +469,8 @@ class DatabaseSettings:
 
     postgres: PostgresSettings
     log: LogSettings
-    retention_days: int = 30
-    partitions_ahead_days: int = 3
+    retention_days: int = DEFAULTS.integer("RETENTION_DAYS")
+    partitions_ahead_days: int = DEFAULTS.integer("PARTITIONS_AHEAD_DAYS")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DatabaseSettings:
@@ -439,8 +478,8 @@ class DatabaseSettings:
         return cls(
             postgres=PostgresSettings.from_env(env, application_name="candlestack-admin"),
             log=LogSettings.from_env(env),
-            retention_days=env.integer("RETENTION_DAYS", 30, minimum=1),
-            partitions_ahead_days=env.integer("PARTITIONS_AHEAD_DAYS", 3, maximum=366),
+            retention_days=env.integer("RETENTION_DAYS"),
+            partitions_ahead_days=env.integer("PARTITIONS_AHEAD_DAYS"),
         )
 
 
