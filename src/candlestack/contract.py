@@ -24,13 +24,13 @@ import json
 import re
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from candlestack.errors import ContractError
 
 VERSION = 1
-STREAMS = ("trade", "aggTrade")
 StreamType = Literal["trade", "aggTrade"]
+STREAMS: tuple[StreamType, ...] = get_args(StreamType)
 
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,20}$")
 # numeric(22,10) holds every Binance price and quantity (8 decimals) with room to spare; the

@@ -14,10 +14,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast, get_args
+from typing import cast
 from urllib.parse import urlsplit
 
-from candlestack.contract import STREAMS, StreamType, normalise_symbol
+from candlestack.contract import StreamType, normalise_symbol
 from candlestack.errors import ContractError, SettingsError
 from candlestack.setting_table import (
     PREFIX,
@@ -482,5 +482,3 @@ class DatabaseSettings:
             partitions_ahead_days=env.integer("PARTITIONS_AHEAD_DAYS"),
         )
 
-
-assert set(get_args(StreamType)) == set(STREAMS)

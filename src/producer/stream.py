@@ -12,7 +12,7 @@ from typing import Any
 import websocket
 
 from candlestack.backoff import Backoff
-from candlestack.contract import Gap, Trade, trade_from_binance
+from candlestack.contract import STREAMS, Gap, Trade, trade_from_binance
 from candlestack.errors import ContractError, GapFillError
 from candlestack.settings import ProducerSettings
 from producer import metrics
@@ -168,7 +168,7 @@ class TradeStream:
             if isinstance(event, ServerShutdown):
                 log.warning("server announced shutdown; reconnecting now")
                 raise _Reconnect("server-shutdown", immediately=True)
-            if event.get("e") not in ("trade", "aggTrade"):
+            if event.get("e") not in STREAMS:
                 log.debug("ignoring event", extra={"event": event.get("e")})
                 return
             trade = trade_from_binance(event, ingest_time=ingest_time)

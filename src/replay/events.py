@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from replay.model import ReplayTrade, TradeKind
+from candlestack.contract import StreamType
+from replay.model import ReplayTrade
 from replay.sources import quote_qty
 from replay.streams import Stream
 
@@ -39,11 +40,11 @@ def agg_trade_event(trade: ReplayTrade) -> dict[str, Any]:
     }
 
 
-def event(trade: ReplayTrade, kind: TradeKind) -> dict[str, Any]:
+def event(trade: ReplayTrade, kind: StreamType) -> dict[str, Any]:
     return trade_event(trade) if kind == "trade" else agg_trade_event(trade)
 
 
-def encode_frame(trade: ReplayTrade, kind: TradeKind, stream: str | None) -> bytes:
+def encode_frame(trade: ReplayTrade, kind: StreamType, stream: str | None) -> bytes:
     """The frame of ``trade`` on a stream of ``kind``: wrapped as ``{"stream","data"}`` when
     ``stream`` names a combined stream, bare when it is None.
 

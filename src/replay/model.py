@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
+from candlestack.contract import StreamType
 from candlestack.errors import CandlestackError
-
-# What a source row is: a raw trade (trades files, synthetic) or an aggregate (aggTrades files).
-TradeKind = Literal["trade", "aggTrade"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +18,7 @@ class ReplayTrade:
     """
 
     symbol: str
-    kind: TradeKind
+    kind: StreamType
     trade_id: int
     price: str
     qty: str

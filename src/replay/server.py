@@ -42,11 +42,12 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from candlestack.contract import StreamType
 from replay import rest
 from replay.events import encode_frame, server_shutdown_frame
 from replay.faults import BANNED_BODY, RATE_LIMIT_BODY, FrameFaults, RestFaultError, RestFaults
 from replay.feed import Feed
-from replay.model import InvalidStream, ReplayTrade, TradeKind
+from replay.model import InvalidStream, ReplayTrade
 from replay.streams import RequestError, Stream, is_websocket_path, parse_path, parse_request
 
 log = logging.getLogger(__name__)
@@ -386,7 +387,7 @@ class ReplayServer:
 
     def _publish(self, batch: list[ReplayTrade]) -> None:
         """Write the frames of ``batch`` to every client that listens to their symbols."""
-        encoded: dict[tuple[int, TradeKind, bool], bytes] = {}
+        encoded: dict[tuple[int, StreamType, bool], bytes] = {}
         for client in tuple(self.clients):
             if not client.streams or not client.open:
                 continue

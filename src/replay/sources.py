@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
-from candlestack.contract import normalise_symbol
+from candlestack.contract import StreamType, normalise_symbol
 from candlestack.errors import ContractError
-from replay.model import ReplayTrade, SourceError, TradeKind
+from replay.model import ReplayTrade, SourceError
 
 # Column counts of the two data.binance.vision spot layouts (no header):
 #   aggTrades: aggId,price,qty,firstId,lastId,timestamp,isBuyerMaker,isBestMatch
@@ -110,7 +110,7 @@ class CsvSource:
         try:
             if len(fields) == AGG_TRADES_COLUMNS:
                 agg_id, price, qty, first_id, last_id, when, maker, _best = fields
-                kind: TradeKind = "aggTrade"
+                kind: StreamType = "aggTrade"
                 quote_qty = None
             else:
                 agg_id, price, qty, quote_qty, when, maker, _best = fields

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from replay.model import InvalidStream, TradeKind
+from candlestack.contract import StreamType
+from replay.model import InvalidStream
 
 # Binance: "All symbols for streams are lowercase"; a connection carries at most 1024 streams.
 _STREAM = re.compile(r"^([a-z0-9]{2,20})@(trade|aggTrade)$")
@@ -24,7 +25,7 @@ class Stream:
 
     name: str
     symbol: str
-    kind: TradeKind
+    kind: StreamType
 
 
 def parse_stream(name: str) -> Stream:
@@ -37,7 +38,7 @@ def parse_stream(name: str) -> Stream:
     match = _STREAM.match(name)
     if match is None:
         raise InvalidStream(name, "Invalid stream name (expected <lowercase symbol>@trade or @aggTrade)")
-    kind: TradeKind = "trade" if match.group(2) == "trade" else "aggTrade"
+    kind: StreamType = "trade" if match.group(2) == "trade" else "aggTrade"
     return Stream(name=name, symbol=match.group(1).upper(), kind=kind)
 
 
