@@ -37,7 +37,7 @@ start=$SECONDS
 # `podman exec` (otherwise) per task.
 # -c, not -e ansible_connection: an extra var would also apply to the tasks delegated to the
 # controller (the wheel build) and send them into a container called "localhost".
-ANSIBLE_CONNECTION_PLUGINS="$ROOT/tests/ansible/connection_plugins" ANSIBLE_PIPELINING=true \
+ANSIBLE_CONNECTION_PLUGINS="$ROOT/scripts/connection_plugins" ANSIBLE_PIPELINING=true \
 ansible-playbook -i inventory/local site.yml -c candlestack_podman \
   -e "@$WORK/vault.yml" --vault-password-file "$WORK/vault-pass" \
   -e superset_bind_address=0.0.0.0
