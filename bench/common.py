@@ -20,7 +20,7 @@ if str(TESTS) not in sys.path:
 import psycopg2.extensions  # noqa: E402
 
 from bench.rss import RssTracker  # noqa: E402
-from candlestack import db  # noqa: E402
+from candlestack.core import db  # noqa: E402
 from services import Broker, Postgres, SparkCluster, wait_for  # noqa: E402
 
 __all__ = ["Broker", "Context", "Postgres", "SparkCluster", "percentile", "wait_for"]

@@ -11,8 +11,8 @@ import json
 import time
 from collections.abc import Callable, Sequence
 
-from consumer.batch import Record, build_batch
-from consumer.store import copy_line
+from candlestack.consumer.batch import Record, build_batch
+from candlestack.consumer.store import copy_line
 
 
 def copy_lines(payloads: Sequence[bytes]) -> str:

@@ -25,9 +25,9 @@ from bench.common import Context, json_log_lines, scalar, wait_log
 from bench.decode_cost import micro
 from bench.profile import render, summarise
 from bench.report import Report, Row
-from candlestack.contract import Trade
-from candlestack.settings import KafkaSettings
-from producer.publisher import producer_config
+from candlestack.core.contract import Trade
+from candlestack.core.settings import KafkaSettings
+from candlestack.producer.publisher import producer_config
 from services import start_component
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT")

@@ -26,9 +26,9 @@ from confluent_kafka import Consumer, Producer
 
 from bench.common import Context, percentile, wait_for, wait_log
 from bench.report import Report, Row
-from candlestack.settings import ConsumerSettings, KafkaSettings
-from consumer.main import consumer_config
-from producer.publisher import producer_config
+from candlestack.consumer.main import consumer_config
+from candlestack.core.settings import ConsumerSettings, KafkaSettings
+from candlestack.producer.publisher import producer_config
 from services import start_component, start_replay
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")

@@ -13,9 +13,9 @@ from pyspark.sql import SparkSession
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aggregator.session import build_session
-from candlestack import db
-from candlestack.settings import AggregatorSettings, Env, PostgresSettings
+from candlestack.aggregator.session import build_session
+from candlestack.core import db
+from candlestack.core.settings import AggregatorSettings, Env, PostgresSettings
 from services import Broker, Postgres, SparkCluster, postgres_cluster, spark_standalone, tansu_broker
 
 

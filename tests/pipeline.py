@@ -10,7 +10,7 @@ import psycopg2.extensions
 from confluent_kafka import Consumer, Producer, TopicPartition
 from psycopg2.extras import execute_values
 
-from candlestack.contract import Trade
+from candlestack.core.contract import Trade
 from reference import AggTrade
 
 

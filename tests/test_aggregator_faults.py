@@ -15,10 +15,11 @@ import pytest
 from prometheus_client import REGISTRY
 from pyspark.sql import DataFrame, SparkSession
 
-from aggregator import compute, sink
-from aggregator.faults import JobTimeoutError, Recovery, recovery_for
-from aggregator.jobs import Aggregator
-from candlestack import admin, db
+from candlestack import admin
+from candlestack.aggregator import compute, sink
+from candlestack.aggregator.faults import JobTimeoutError, Recovery, recovery_for
+from candlestack.aggregator.jobs import Aggregator
+from candlestack.core import db
 from conftest import aggregator_settings
 from pipeline import candle_table, candles, insert_trades, scalar
 from reference import AggTrade, agg_trades, candles_from_trades
@@ -102,7 +103,7 @@ def test_a_failing_spark_read_is_logged_counted_retried_and_the_run_survives(
 
     aggregator = make_aggregator(pg, database, spark, session_factory=rebuild, retry_initial_s=0.05,
                                  retry_max_s=0.3)
-    caplog.set_level(logging.INFO, logger="aggregator.jobs")
+    caplog.set_level(logging.INFO, logger="candlestack.aggregator.jobs")
     trades = agg_trades()[:1500]
     errors_before = sample("candlestack_aggregator_ticks_total", {"outcome": "error"})
     try:
@@ -288,7 +289,7 @@ def test_trades_missing_across_two_minutes_make_incomplete_candles_until_they_ar
 def test_gaps_filled_late_are_marked_resolved_by_a_tick(
     aggregator: Aggregator, conn: psycopg2.extensions.connection, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="aggregator.jobs")
+    caplog.set_level(logging.INFO, logger="candlestack.aggregator.jobs")
     with conn.cursor() as cur:
         cur.execute("INSERT INTO ingest_gaps (symbol, stream, from_id, to_id, reason, detected_at) "
                     "VALUES ('XRPETH', 'aggTrade', 2, 3, 'test', now())")

@@ -10,8 +10,8 @@ import psycopg2.extensions
 import pytest
 from pyspark.sql import SparkSession
 
-from aggregator.jobs import Aggregator
-from candlestack import db
+from candlestack.aggregator.jobs import Aggregator
+from candlestack.core import db
 from conftest import aggregator_settings
 from pipeline import candles, insert_trades, scalar
 from reference import AggTrade, agg_trades, binance_klines, candles_from_trades

@@ -9,11 +9,18 @@ import psycopg2
 import pytest
 from py4j.protocol import Py4JNetworkError  # type: ignore[import-untyped]
 
-from aggregator import faults
-from aggregator.faults import JobTimeoutError, Recovery, TickError, describe, needs_new_session, recovery_for
-from aggregator.jobs import Aggregator
-from aggregator.windows import Span
-from candlestack.settings import AggregatorSettings
+from candlestack.aggregator import faults
+from candlestack.aggregator.faults import (
+    JobTimeoutError,
+    Recovery,
+    TickError,
+    describe,
+    needs_new_session,
+    recovery_for,
+)
+from candlestack.aggregator.jobs import Aggregator
+from candlestack.aggregator.windows import Span
+from candlestack.core.settings import AggregatorSettings
 
 T0 = 1570752000000  # 2019-10-11T00:00:00Z
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg2.extensions
 import pytest
 
-from candlestack import db
+from candlestack.core import db
 from pipeline import candles, insert_trades, scalar
 from reference import agg_trades, candles_from_trades
 from services import Postgres, candlestack_command, start_component, wait_for

@@ -11,9 +11,9 @@ from pathlib import Path
 import psycopg2.extensions
 import pytest
 
+from candlestack.consumer.batch import Batch, Record
+from candlestack.consumer.store import TradeStore
 from conftest import postgres_settings
-from consumer.batch import Batch, Record
-from consumer.store import TradeStore
 from pipeline import OffsetWatch, publish, scalar, stored_ids, trade_message
 from reference import agg_trades
 from services import Broker, Component, Postgres, start_component, wait_for

@@ -11,15 +11,15 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
-from candlestack import contract
-from candlestack.contract import MAX_ID, NO_BOUNDS, Bounds, Gap, Trade, decode, from_body, nesting_depth
-from candlestack.errors import ContractError, SettingsError
-from candlestack.settings import ConsumerSettings
-from consumer import batch as batch_module
-from consumer import metrics as consumer_metrics
-from consumer.batch import Batch, DeadLetter, Record, build_batch
-from consumer.main import AssignmentWatch
-from consumer.store import TradeStore, WriteResult, is_data_error
+from candlestack.consumer import batch as batch_module
+from candlestack.consumer import metrics as consumer_metrics
+from candlestack.consumer.batch import Batch, DeadLetter, Record, build_batch
+from candlestack.consumer.main import AssignmentWatch
+from candlestack.consumer.store import TradeStore, WriteResult, is_data_error
+from candlestack.core import contract
+from candlestack.core.contract import MAX_ID, NO_BOUNDS, Bounds, Gap, Trade, decode, from_body, nesting_depth
+from candlestack.core.errors import ContractError, SettingsError
+from candlestack.core.settings import ConsumerSettings
 
 NOW_MS = 1_764_547_200_000  # 2025-12-01T00:00:00Z
 BOUNDS = Bounds.at(NOW_MS, symbols=("XRPETH",))

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from candlestack.contract import Gap, Trade, decode, trade_from_binance, trade_from_rest
-from candlestack.errors import ContractError
-from producer.binance import ServerShutdown, combined_stream_url, unwrap
+from candlestack.core.contract import Gap, Trade, decode, trade_from_binance, trade_from_rest
+from candlestack.core.errors import ContractError
+from candlestack.producer.binance import ServerShutdown, combined_stream_url, unwrap
 from services import DATA
 
 

@@ -18,7 +18,7 @@ import psycopg2.extensions
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from candlestack.contract import Gap, Trade, decode
+from candlestack.core.contract import Gap, Trade, decode
 from pipeline import scalar, stored_ids
 from services import Broker, Component, Replay, start_component, start_replay, wait_for
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from candlestack.contract import Gap, Trade
-from candlestack.errors import ContractError, SettingsError
-from candlestack.settings import Env, KafkaSettings, LogSettings, MetricsSettings, ProducerSettings
-from producer import state as state_module
-from producer.binance import (
+from candlestack.core.contract import Gap, Trade
+from candlestack.core.errors import ContractError, SettingsError
+from candlestack.core.settings import Env, KafkaSettings, LogSettings, MetricsSettings, ProducerSettings
+from candlestack.producer import state as state_module
+from candlestack.producer.binance import (
     AGG_TRADES_WEIGHT,
     HISTORICAL_TRADES_WEIGHT,
     USED_WEIGHT_HEADER,
@@ -34,11 +34,11 @@ from producer.binance import (
     retry_after_s,
     used_weight,
 )
-from producer.gaps import IdTracker, Missing, PendingGap, pending_retry_delay_s
-from producer.main import open_state
-from producer.publisher import Publisher
-from producer.state import Progress, StateFile, StateFileError, decode, encode, write_atomic
-from producer.stream import TradeStream
+from candlestack.producer.gaps import IdTracker, Missing, PendingGap, pending_retry_delay_s
+from candlestack.producer.main import open_state
+from candlestack.producer.publisher import Publisher
+from candlestack.producer.state import Progress, StateFile, StateFileError, decode, encode, write_atomic
+from candlestack.producer.stream import TradeStream
 from services import free_port
 
 T0 = 1_700_000_000_000

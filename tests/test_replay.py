@@ -1,7 +1,7 @@
 """The Binance-protocol replay feed (``src/replay``).
 
 Pure parts are tested directly; the server is started as a subprocess
-(``python -m replay --listen 127.0.0.1:0``) and read with websocket-client and urllib, as the
+(``python -m candlestack.replay --listen 127.0.0.1:0``) and read with websocket-client and urllib, as the
 producer reads Binance.
 """
 
@@ -27,14 +27,14 @@ from typing import Any
 import pytest
 import websocket
 
-from candlestack.contract import trade_from_binance
-from candlestack.errors import ContractError
-from replay.events import encode_frame, event, malformed_frame, server_shutdown_frame
-from replay.faults import RestFaultError, RestFaults
-from replay.feed import Feed, Pace, SymbolHistory
-from replay.model import InvalidStream, ReplayTrade, SourceError
-from replay.sources import CsvSource, SyntheticSource, looped, parse_csv_argument, symbol_from_path
-from replay.streams import RequestError, Stream, parse_path, parse_request
+from candlestack.core.contract import trade_from_binance
+from candlestack.core.errors import ContractError
+from candlestack.replay.events import encode_frame, event, malformed_frame, server_shutdown_frame
+from candlestack.replay.faults import RestFaultError, RestFaults
+from candlestack.replay.feed import Feed, Pace, SymbolHistory
+from candlestack.replay.model import InvalidStream, ReplayTrade, SourceError
+from candlestack.replay.sources import CsvSource, SyntheticSource, looped, parse_csv_argument, symbol_from_path
+from candlestack.replay.streams import RequestError, Stream, parse_path, parse_request
 
 ROOT = Path(__file__).resolve().parents[1]
 XRPETH_CSV = ROOT / "tests" / "data" / "binance" / "XRPETH-aggTrades-2019-10-11_to_2019-10-13.csv"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from candlestack.errors import SettingsError
-from candlestack.settings import AggregatorSettings, ConsumerSettings, ProducerSettings, read_env_file
+from candlestack.core.errors import SettingsError
+from candlestack.core.settings import AggregatorSettings, ConsumerSettings, ProducerSettings, read_env_file
 from services import candlestack_command
 
 

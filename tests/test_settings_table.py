@@ -1,4 +1,4 @@
-"""The settings table (candlestack.setting_table) is complete, and what describes a setting
+"""The settings table (candlestack.core.setting_table) is complete, and what describes a setting
 elsewhere agrees with it: the readers, the README, and the Ansible role ``candlestack`` (its
 defaults, the environment files its vars/main.yml writes, meta/argument_specs.yml and its README).
 
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 import role_files
-from candlestack import setting_table
-from candlestack.setting_table import SETTINGS, TABLE, Choice, Component, Listing, Port, RoleVariable, Setting
-from candlestack.settings import (
+from candlestack.core import setting_table
+from candlestack.core.setting_table import SETTINGS, TABLE, Choice, Component, Listing, Port, RoleVariable, Setting
+from candlestack.core.settings import (
     AggregatorSettings,
     ConsumerSettings,
     DatabaseSettings,
@@ -109,7 +109,7 @@ def test_the_readme_settings_table_is_generated_from_the_table() -> None:
     assert readme.count(setting_table.BEGIN) == readme.count(setting_table.END) == 1
     block = readme.split(setting_table.BEGIN)[1].split(setting_table.END)[0]
     assert block.strip().splitlines() == setting_table.markdown_table().strip().splitlines(), (
-        "README.md's settings table is stale: python -m candlestack.setting_table --update README.md")
+        "README.md's settings table is stale: python -m candlestack.core.setting_table --update README.md")
 
 
 ROLE_VARIABLES = [pytest.param(entry, variable, id=variable.name) for entry in TABLE for variable in entry.role]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 
-from aggregator.sink import Region, regions
-from aggregator.windows import Span, chunks, covering_step, floor_to, merge_windows
-from candlestack.backoff import Backoff
-from consumer.batch import Record, build_batch
-from producer.gaps import IdTracker, Missing
+from candlestack.aggregator.sink import Region, regions
+from candlestack.aggregator.windows import Span, chunks, covering_step, floor_to, merge_windows
+from candlestack.consumer.batch import Record, build_batch
+from candlestack.core.backoff import Backoff
+from candlestack.producer.gaps import IdTracker, Missing
 
 
 def test_windows_align_to_the_epoch_like_binance() -> None:

@@ -21,9 +21,9 @@ from pyspark import SparkContext
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from aggregator.faults import JobTimeoutError
-from aggregator.windows import Span, from_ms
-from candlestack.settings import INTERVALS_MS, PostgresSettings
+from candlestack.aggregator.faults import JobTimeoutError
+from candlestack.aggregator.windows import Span, from_ms
+from candlestack.core.settings import INTERVALS_MS, PostgresSettings
 
 # Trades as Spark sees them. PostgreSQL's inner query lets partition pruning and the
 # (symbol, trade_time) index do the filtering that the predicates ask for.

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import psycopg2
 from py4j.protocol import Py4JNetworkError  # type: ignore[import-untyped]
 
-from aggregator.windows import Span, from_ms
-from candlestack.errors import CandlestackError
+from candlestack.aggregator.windows import Span, from_ms
+from candlestack.core.errors import CandlestackError
 
 # After this many failed ticks in a row the Spark session is rebuilt, whatever the errors were:
 # a session whose application the master no longer knows (a master restart without recovery)

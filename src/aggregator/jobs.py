@@ -14,10 +14,10 @@ from typing import TypeVar
 import psycopg2.extensions
 from pyspark.sql import SparkSession
 
-from aggregator import compute, faults, metrics, sink
-from aggregator.windows import Span, chunks, covering_step, from_ms, merge_windows
-from candlestack.backoff import Backoff
-from candlestack.settings import INTERVALS_MS, AggregatorSettings
+from candlestack.aggregator import compute, faults, metrics, sink
+from candlestack.aggregator.windows import Span, chunks, covering_step, from_ms, merge_windows
+from candlestack.core.backoff import Backoff
+from candlestack.core.settings import INTERVALS_MS, AggregatorSettings
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +332,7 @@ class Aggregator:
         metrics.SESSION_REBUILDS.inc()
 
     def _reconnect(self) -> None:
-        from candlestack import db  # noqa: PLC0415
+        from candlestack.core import db  # noqa: PLC0415
 
         with contextlib.suppress(psycopg2.Error):
             self._conn.close()

@@ -7,15 +7,15 @@ import logging
 import time
 from functools import partial
 
-from aggregator.jobs import Aggregator
-from aggregator.session import build_session, renew_session, stop_session
-from aggregator.windows import to_ms
-from candlestack import db, logs
-from candlestack import metrics as metrics_endpoint
-from candlestack.contract import normalise_symbol
-from candlestack.errors import ContractError, SettingsError
-from candlestack.lifecycle import stop_on_signals
-from candlestack.settings import AggregatorSettings
+from candlestack.aggregator.jobs import Aggregator
+from candlestack.aggregator.session import build_session, renew_session, stop_session
+from candlestack.aggregator.windows import to_ms
+from candlestack.core import db, logs
+from candlestack.core import metrics as metrics_endpoint
+from candlestack.core.contract import normalise_symbol
+from candlestack.core.errors import ContractError, SettingsError
+from candlestack.core.lifecycle import stop_on_signals
+from candlestack.core.settings import AggregatorSettings
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import time
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
-from candlestack.settings import AggregatorSettings
+from candlestack.core.settings import AggregatorSettings
 
 log = logging.getLogger(__name__)
 

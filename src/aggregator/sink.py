@@ -9,7 +9,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from aggregator.compute import CandleRow
+from candlestack.aggregator.compute import CandleRow
 
 STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS candles_stage (

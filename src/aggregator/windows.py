@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from candlestack.settings import INTERVALS_MS
+from candlestack.core.settings import INTERVALS_MS
 
 
 def floor_to(ms: int, step: int) -> int:

@@ -15,10 +15,11 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from candlestack import db, logs, status
-from candlestack.backoff import Backoff
-from candlestack.errors import DatabaseError, DatabasePermissionError, DatabaseUnavailableError
-from candlestack.settings import DatabaseSettings, PostgresSettings, read_env_file
+from candlestack import status
+from candlestack.core import db, logs
+from candlestack.core.backoff import Backoff
+from candlestack.core.errors import DatabaseError, DatabasePermissionError, DatabaseUnavailableError
+from candlestack.core.settings import DatabaseSettings, PostgresSettings, read_env_file
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from candlestack.errors import DatabaseError, SettingsError
+from candlestack.core.errors import DatabaseError, SettingsError
 
 log = logging.getLogger("candlestack")
 
@@ -73,15 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     # Imports are local so each subcommand loads only what it needs.
     if args.command == "producer":
-        from producer.main import main as producer_main  # noqa: PLC0415
+        from candlestack.producer.main import main as producer_main  # noqa: PLC0415
 
         return producer_main()
     if args.command == "consumer":
-        from consumer.main import main as consumer_main  # noqa: PLC0415
+        from candlestack.consumer.main import main as consumer_main  # noqa: PLC0415
 
         return consumer_main()
     if args.command == "aggregator":
-        from aggregator.main import main as aggregator_main  # noqa: PLC0415
+        from candlestack.aggregator.main import main as aggregator_main  # noqa: PLC0415
 
         return aggregator_main(args)
     if args.command == "db":
@@ -97,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
 
 def replay_main(argv: list[str]) -> int:
     """The replay feed keeps its own parser (its options are many and its own)."""
-    from replay.cli import add_arguments  # noqa: PLC0415
-    from replay.cli import main as run_replay  # noqa: PLC0415
+    from candlestack.replay.cli import add_arguments  # noqa: PLC0415
+    from candlestack.replay.cli import main as run_replay  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="candlestack replay", description="Binance-protocol replay feed")
     add_arguments(parser)

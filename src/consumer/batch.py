@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from candlestack.contract import NO_BOUNDS, Bounds, Gap, Trade, decode
-from candlestack.errors import ContractError
+from candlestack.core.contract import NO_BOUNDS, Bounds, Gap, Trade, decode
+from candlestack.core.errors import ContractError
 
 # A dead letter's reason is for people; the payload itself is kept next to it.
 MAX_REASON_CHARS = 500

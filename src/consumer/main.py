@@ -13,15 +13,15 @@ from typing import Any
 import psycopg2
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from candlestack import logs
-from candlestack import metrics as metrics_endpoint
-from candlestack.backoff import Backoff
-from candlestack.contract import Bounds
-from candlestack.lifecycle import stop_on_signals
-from candlestack.settings import ConsumerSettings
-from consumer import metrics
-from consumer.batch import Batch, Record, build_batch
-from consumer.store import TradeStore, WriteResult
+from candlestack.consumer import metrics
+from candlestack.consumer.batch import Batch, Record, build_batch
+from candlestack.consumer.store import TradeStore, WriteResult
+from candlestack.core import logs
+from candlestack.core import metrics as metrics_endpoint
+from candlestack.core.backoff import Backoff
+from candlestack.core.contract import Bounds
+from candlestack.core.lifecycle import stop_on_signals
+from candlestack.core.settings import ConsumerSettings
 
 log = logging.getLogger(__name__)
 

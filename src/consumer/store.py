@@ -13,11 +13,11 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2.extras import execute_values
 
-from candlestack import db
-from candlestack.contract import Gap, Trade
-from candlestack.settings import PostgresSettings
-from consumer import metrics
-from consumer.batch import Batch, DeadLetter
+from candlestack.consumer import metrics
+from candlestack.consumer.batch import Batch, DeadLetter
+from candlestack.core import db
+from candlestack.core.contract import Gap, Trade
+from candlestack.core.settings import PostgresSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Binance protocol details: stream URLs, frame unwrapping and the REST trade lists.
 
-Pure functions plus one small REST client; the connection loop lives in :mod:`producer.stream`.
+Pure functions plus one small REST client; the connection loop lives in :mod:`candlestack.producer.stream`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import Any
 
-from candlestack.contract import StreamType, Trade, trade_from_rest
-from candlestack.errors import CandlestackError, ContractError
+from candlestack.core.contract import StreamType, Trade, trade_from_rest
+from candlestack.core.errors import CandlestackError, ContractError
 
 log = logging.getLogger(__name__)
 

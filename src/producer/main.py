@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from candlestack import logs
-from candlestack import metrics as metrics_endpoint
-from candlestack.lifecycle import stop_on_signals
-from candlestack.settings import ProducerSettings
-from producer.publisher import Publisher
-from producer.state import Progress, StateFile, StateFileError
-from producer.stream import TradeStream, now_ms
+from candlestack.core import logs
+from candlestack.core import metrics as metrics_endpoint
+from candlestack.core.lifecycle import stop_on_signals
+from candlestack.core.settings import ProducerSettings
+from candlestack.producer.publisher import Publisher
+from candlestack.producer.state import Progress, StateFile, StateFileError
+from candlestack.producer.stream import TradeStream, now_ms
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from candlestack.contract import Gap, Trade
-from candlestack.settings import KafkaSettings
-from producer import metrics
+from candlestack.core.contract import Gap, Trade
+from candlestack.core.settings import KafkaSettings
+from candlestack.producer import metrics
 
 log = logging.getLogger(__name__)
 

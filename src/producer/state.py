@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from candlestack.contract import STREAMS, StreamType
-from candlestack.errors import CandlestackError
-from producer.gaps import PendingGap
+from candlestack.core.contract import STREAMS, StreamType
+from candlestack.core.errors import CandlestackError
+from candlestack.producer.gaps import PendingGap
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import websocket
 
-from candlestack.backoff import Backoff
-from candlestack.contract import STREAMS, Gap, Trade, trade_from_binance
-from candlestack.errors import ContractError, GapFillError
-from candlestack.settings import ProducerSettings
-from producer import metrics
-from producer.binance import (
+from candlestack.core.backoff import Backoff
+from candlestack.core.contract import STREAMS, Gap, Trade, trade_from_binance
+from candlestack.core.errors import ContractError, GapFillError
+from candlestack.core.settings import ProducerSettings
+from candlestack.producer import metrics
+from candlestack.producer.binance import (
     RestBudget,
     RestClient,
     RestThrottled,
@@ -25,9 +25,9 @@ from producer.binance import (
     is_retryable_rest,
     unwrap,
 )
-from producer.gaps import IdTracker, Missing, PendingGap, pending_retry_delay_s
-from producer.publisher import Publisher
-from producer.state import Progress, StateFile
+from candlestack.producer.gaps import IdTracker, Missing, PendingGap, pending_retry_delay_s
+from candlestack.producer.publisher import Publisher
+from candlestack.producer.state import Progress, StateFile
 
 log = logging.getLogger(__name__)
 

@@ -6,13 +6,13 @@ frames, ``serverShutdown`` events, the 24 h connection cut-off.
 
 Modules, one job each:
 
-- :mod:`replay.model`: the :class:`~replay.model.ReplayTrade` every other module passes around.
-- :mod:`replay.sources`: CSV files (data.binance.vision layouts) and synthetic trades.
-- :mod:`replay.events`: trades to Binance event frames and REST rows (pure).
-- :mod:`replay.streams`: stream names and WebSocket paths (pure).
-- :mod:`replay.feed`: the market clock and the index of what it has published (pure).
-- :mod:`replay.faults`: per-connection duplicate and malformed frame injection (pure).
-- :mod:`replay.rest`: the ``/api/v3`` endpoints (pure).
-- :mod:`replay.server`: the asyncio server that ties them to sockets.
-- :mod:`replay.cli`: ``candlestack replay`` / ``python -m replay``.
+- :mod:`candlestack.replay.model`: the :class:`~candlestack.replay.model.ReplayTrade` every other module passes around.
+- :mod:`candlestack.replay.sources`: CSV files (data.binance.vision layouts) and synthetic trades.
+- :mod:`candlestack.replay.events`: trades to Binance event frames and REST rows (pure).
+- :mod:`candlestack.replay.streams`: stream names and WebSocket paths (pure).
+- :mod:`candlestack.replay.feed`: the market clock and the index of what it has published (pure).
+- :mod:`candlestack.replay.faults`: per-connection duplicate and malformed frame injection (pure).
+- :mod:`candlestack.replay.rest`: the ``/api/v3`` endpoints (pure).
+- :mod:`candlestack.replay.server`: the asyncio server that ties them to sockets.
+- :mod:`candlestack.replay.cli`: ``candlestack replay`` / ``python -m candlestack.replay``.
 """

@@ -1,15 +1,15 @@
-"""``python -m replay ...``: the same as ``candlestack replay ...``."""
+"""``python -m candlestack.replay ...``: the same as ``candlestack replay ...``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from replay.cli import add_arguments, main
+from candlestack.replay.cli import add_arguments, main
 
 
 def run() -> int:
-    parser = argparse.ArgumentParser(prog="python -m replay", description="Binance-protocol replay feed")
+    parser = argparse.ArgumentParser(prog="python -m candlestack.replay", description="Binance-protocol replay feed")
     add_arguments(parser)
     try:
         return main(parser.parse_args())

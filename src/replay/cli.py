@@ -1,4 +1,4 @@
-"""``candlestack replay`` (also ``python -m replay``): serve a Binance-protocol replay feed.
+"""``candlestack replay`` (also ``python -m candlestack.replay``): serve a Binance-protocol replay feed.
 
 Examples::
 
@@ -19,15 +19,15 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from candlestack.contract import normalise_symbol
-from candlestack.errors import ContractError, SettingsError
-from replay.faults import RestFaults
-from replay.feed import Feed, Pace
-from replay.model import ReplayTrade, SourceError
-from replay.sources import CsvSource, MergedSource, SyntheticSource, looped, parse_csv_argument
+from candlestack.core.contract import normalise_symbol
+from candlestack.core.errors import ContractError, SettingsError
+from candlestack.replay.faults import RestFaults
+from candlestack.replay.feed import Feed, Pace
+from candlestack.replay.model import ReplayTrade, SourceError
+from candlestack.replay.sources import CsvSource, MergedSource, SyntheticSource, looped, parse_csv_argument
 
 if TYPE_CHECKING:
-    from replay.server import ServerOptions
+    from candlestack.replay.server import ServerOptions
 
 DEFAULT_LISTEN = "127.0.0.1:9443"
 DEFAULT_SYNTHETIC_RATE = 10.0
@@ -151,9 +151,9 @@ def main(args: argparse.Namespace) -> int:
     # Imported here so that building the ``candlestack`` parser stays light.
     import asyncio  # noqa: PLC0415
 
-    from candlestack.logs import setup  # noqa: PLC0415
-    from candlestack.settings import Env, LogSettings  # noqa: PLC0415
-    from replay.server import serve_feed  # noqa: PLC0415
+    from candlestack.core.logs import setup  # noqa: PLC0415
+    from candlestack.core.settings import Env, LogSettings  # noqa: PLC0415
+    from candlestack.replay.server import serve_feed  # noqa: PLC0415
 
     try:
         setup(LogSettings.from_env(Env()))
@@ -183,7 +183,7 @@ def build(args: argparse.Namespace) -> tuple[Feed, ServerOptions]:
     Raises:
         SettingsError: a bad combination of options or an unusable source.
     """
-    from replay.server import ServerOptions  # noqa: PLC0415 - loads websockets
+    from candlestack.replay.server import ServerOptions  # noqa: PLC0415 - loads websockets
 
     host, port = parse_listen(args.listen)
     if not args.csv and not args.synthetic:

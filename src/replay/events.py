@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from candlestack.contract import StreamType
-from replay.model import ReplayTrade
-from replay.sources import quote_qty
-from replay.streams import Stream
+from candlestack.core.contract import StreamType
+from candlestack.replay.model import ReplayTrade
+from candlestack.replay.sources import quote_qty
+from candlestack.replay.streams import Stream
 
 
 def trade_event(trade: ReplayTrade) -> dict[str, Any]:
@@ -109,7 +109,7 @@ def malformed_frame(number: int, stream: Stream | None, *, combined: bool) -> by
 
     0: JSON cut short; 1: not JSON at all; 2 and 3: well-formed JSON of a trade event of the
     connection's stream with fields of the wrong type (ids and times as strings, price as a
-    number, ``m`` as a string), which :func:`candlestack.contract.trade_from_binance` refuses.
+    number, ``m`` as a string), which :func:`candlestack.core.contract.trade_from_binance` refuses.
     """
     name = stream.name if stream is not None else "btcusdt@trade"
     symbol = stream.symbol if stream is not None else "BTCUSDT"

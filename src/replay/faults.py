@@ -1,15 +1,15 @@
 """Frame-level fault injection on one connection: duplicate and malformed frames.
 
 Connection-level faults (disconnects, ``serverShutdown``, the connection age limit) need timers
-and sockets and live in :mod:`replay.server`.
+and sockets and live in :mod:`candlestack.replay.server`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from replay.events import malformed_frame
-from replay.streams import Stream
+from candlestack.replay.events import malformed_frame
+from candlestack.replay.streams import Stream
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from replay.model import ReplayTrade, SourceError
+from candlestack.replay.model import ReplayTrade, SourceError
 
 
 @dataclass(frozen=True, slots=True)

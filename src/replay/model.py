@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from candlestack.contract import StreamType
-from candlestack.errors import CandlestackError
+from candlestack.core.contract import StreamType
+from candlestack.core.errors import CandlestackError
 
 
 @dataclass(frozen=True, slots=True)

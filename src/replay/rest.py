@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from replay.events import agg_trade_row, historical_trade_row
-from replay.feed import Feed, SymbolHistory
-from replay.model import ReplayTrade
+from candlestack.replay.events import agg_trade_row, historical_trade_row
+from candlestack.replay.feed import Feed, SymbolHistory
+from candlestack.replay.model import ReplayTrade
 
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 1000

@@ -1,7 +1,7 @@
 """The replay server: WebSocket streams, REST and control endpoints on one port, plus the timers
 that inject connection faults.
 
-One asyncio task moves the :class:`~replay.feed.Feed` clock and writes the frames due at each
+One asyncio task moves the :class:`~candlestack.replay.feed.Feed` clock and writes the frames due at each
 tick to every open connection, all frames of a tick in one go per connection. Plain HTTP
 requests are answered from ``process_request`` during what would be the WebSocket handshake,
 which is how ``websockets`` lets one port serve both.
@@ -42,13 +42,13 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from candlestack.contract import StreamType
-from replay import rest
-from replay.events import encode_frame, server_shutdown_frame
-from replay.faults import BANNED_BODY, RATE_LIMIT_BODY, FrameFaults, RestFaultError, RestFaults
-from replay.feed import Feed
-from replay.model import InvalidStream, ReplayTrade
-from replay.streams import RequestError, Stream, is_websocket_path, parse_path, parse_request
+from candlestack.core.contract import StreamType
+from candlestack.replay import rest
+from candlestack.replay.events import encode_frame, server_shutdown_frame
+from candlestack.replay.faults import BANNED_BODY, RATE_LIMIT_BODY, FrameFaults, RestFaultError, RestFaults
+from candlestack.replay.feed import Feed
+from candlestack.replay.model import InvalidStream, ReplayTrade
+from candlestack.replay.streams import RequestError, Stream, is_websocket_path, parse_path, parse_request
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ServerOptions:
         duplicate_every: send every Nth trade frame of a connection twice.
         shutdown_after: send ``serverShutdown`` to a connection this many seconds after it opened,
             then close it after ``shutdown_grace`` seconds.
-        rest_faults: the REST fault switch at start (see :class:`~replay.faults.RestFaults`).
+        rest_faults: the REST fault switch at start (see :class:`~candlestack.replay.faults.RestFaults`).
         progress_every: seconds between progress log lines.
         tick: the shortest wait between two publishing rounds; trades due meanwhile go together.
         batch_limit: most trades published in one round.
@@ -218,7 +218,7 @@ class ReplayServer:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.stop)
         # websockets logs every plain HTTP answer as a "rejected" handshake at INFO.
-        ws_logger = logging.getLogger("replay.websockets")
+        ws_logger = logging.getLogger("candlestack.replay.websockets")
         ws_logger.setLevel(max(logging.WARNING, log.getEffectiveLevel()))
         options = self.options
         async with serve(

@@ -1,6 +1,6 @@
 """Where replayed trades come from: data.binance.vision CSV files and a synthetic generator.
 
-Every source is a re-iterable of :class:`~replay.model.ReplayTrade` in trade-time order with
+Every source is a re-iterable of :class:`~candlestack.replay.model.ReplayTrade` in trade-time order with
 ids increasing per symbol; iterating it again starts over (``--loop`` relies on that). Nothing
 here runs an event loop or touches a socket.
 """
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
-from candlestack.contract import StreamType, normalise_symbol
-from candlestack.errors import ContractError
-from replay.model import ReplayTrade, SourceError
+from candlestack.core.contract import StreamType, normalise_symbol
+from candlestack.core.errors import ContractError
+from candlestack.replay.model import ReplayTrade, SourceError
 
 # Column counts of the two data.binance.vision spot layouts (no header):
 #   aggTrades: aggId,price,qty,firstId,lastId,timestamp,isBuyerMaker,isBestMatch

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from candlestack.contract import StreamType
-from replay.model import InvalidStream
+from candlestack.core.contract import StreamType
+from candlestack.replay.model import InvalidStream
 
 # Binance: "All symbols for streams are lowercase"; a connection carries at most 1024 streams.
 _STREAM = re.compile(r"^([a-z0-9]{2,20})@(trade|aggTrade)$")

@@ -6,7 +6,7 @@ import logging
 
 from prometheus_client import start_http_server
 
-from candlestack.settings import MetricsSettings
+from candlestack.core.settings import MetricsSettings
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from candlestack.settings import PostgresSettings
+from candlestack.core.settings import PostgresSettings
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def connect(settings: PostgresSettings, **extra: Any) -> psycopg2.extensions.con
 def available_migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) of every bundled migration, in order."""
     found = []
-    for entry in resources.files("candlestack.migrations").iterdir():
+    for entry in resources.files("candlestack.core.migrations").iterdir():
         if entry.name.endswith(".sql"):
             version = int(entry.name.split("_", 1)[0])
             found.append((version, entry.name, entry.read_text(encoding="utf-8")))

@@ -1,10 +1,10 @@
 """The table of every ``CANDLESTACK_*`` setting: its kind, default, bounds, meaning, the
 components that read it and the Ansible role variables that set it.
 
-This is the one place a setting is described. :mod:`candlestack.settings` takes every default
+This is the one place a setting is described. :mod:`candlestack.core.settings` takes every default
 and bound from here, and reading a name that is not here raises, so the table cannot miss a
 variable the code reads. The README's settings table is generated from it
-(``python -m candlestack.setting_table --update README.md``), and ``tests/test_settings_table.py``
+(``python -m candlestack.core.setting_table --update README.md``), and ``tests/test_settings_table.py``
 checks the README and the role ``candlestack`` (defaults, environment files, argument specs,
 role README) against it.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import ClassVar, Literal, TypeVar
 
-from candlestack.contract import STREAMS
+from candlestack.core.contract import STREAMS
 
 PREFIX = "CANDLESTACK_"
 
@@ -54,7 +54,7 @@ class RoleVariable:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Setting:
     """One ``CANDLESTACK_<name>`` variable. Subclasses are the kinds, each with its reader in
-    :class:`candlestack.settings.Env`.
+    :class:`candlestack.core.settings.Env`.
 
     ``role`` lists the role variables that set it; a setting the role does not expose says why
     in ``not_in_role_because`` instead.
@@ -362,7 +362,7 @@ def setting(name: str, kind: type[S]) -> S:
     """
     entry = SETTINGS.get(name)
     if entry is None:
-        raise LookupError(f"{PREFIX}{name} is not in the settings table (candlestack.setting_table)")
+        raise LookupError(f"{PREFIX}{name} is not in the settings table (candlestack.core.setting_table)")
     if not isinstance(entry, kind):
         raise TypeError(f"{PREFIX}{name} is a setting of kind {type(entry).__name__}, not {kind.__name__}")
     return entry
@@ -407,7 +407,7 @@ def with_table(document: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m candlestack.setting_table", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m candlestack.core.setting_table", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--markdown", action="store_true", help="print the Markdown table")

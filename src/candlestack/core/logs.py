@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from candlestack.settings import LogSettings
+from candlestack.core.settings import LogSettings
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 

@@ -2,7 +2,7 @@
 
 systemd passes them through an ``EnvironmentFile`` (see the Ansible role ``candlestack``).
 Every variable starts with ``CANDLESTACK_`` and is described in
-:mod:`candlestack.setting_table`, which gives each reader its default and bounds; a bad value
+:mod:`candlestack.core.setting_table`, which gives each reader its default and bounds; a bad value
 raises :class:`SettingsError` naming the variable, so a unit fails at start with a clear line
 in the journal instead of misbehaving later.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
-from candlestack.contract import StreamType, normalise_symbol
-from candlestack.errors import ContractError, SettingsError
-from candlestack.setting_table import (
+from candlestack.core.contract import StreamType, normalise_symbol
+from candlestack.core.errors import ContractError, SettingsError
+from candlestack.core.setting_table import (
     PREFIX,
     Choice,
     Component,
@@ -54,7 +54,7 @@ class Env:
     """Reads ``CANDLESTACK_*`` variables from a mapping (``os.environ`` by default).
 
     Each reader takes the default and bounds from the variable's entry in
-    :mod:`candlestack.setting_table`; a name that is not there raises ``LookupError``, and an
+    :mod:`candlestack.core.setting_table`; a name that is not there raises ``LookupError``, and an
     entry of another kind ``TypeError`` (both are bugs, not configuration errors).
     """
 

@@ -26,7 +26,7 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
-from candlestack.errors import ContractError
+from candlestack.core.errors import ContractError
 
 VERSION = 1
 StreamType = Literal["trade", "aggTrade"]
