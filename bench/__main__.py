@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.common import Context
 from bench.report import Report, Row, table, write
 from bench.rss import RssTracker
-from services import postgres_cluster, spark_standalone, tansu_broker
+from tests.harness.services import postgres_cluster, spark_standalone, tansu_broker
 
 BENCHMARKS = ("ingest", "latency", "freshness", "backfill")
 

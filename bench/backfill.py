@@ -20,7 +20,7 @@ from typing import Any
 from bench.common import Context, json_log_lines, scalar
 from bench.profile import render, summarise
 from bench.report import Report, Row
-from services import start_component
+from tests.harness.services import start_component
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 START = datetime(2026, 1, 5, tzinfo=UTC)

@@ -1,27 +1,24 @@
-"""Shared plumbing: the test harness (tests/services.py) on sys.path, a run context holding the
-services of one invocation, and small helpers for databases, topics, logs and percentiles."""
+"""Shared plumbing: a run context holding the services of one invocation (started by the test
+harness, :mod:`tests.harness.services`), and small helpers for databases, topics, logs and
+percentiles. Run from the repository's root (``python -m bench``), where ``tests`` is importable."""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg2.extensions
+
+from bench.rss import RssTracker
+from candlestack.core import db
+from tests.harness.services import Broker, Postgres, SparkCluster, wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ROOT / "tests"
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
-
-import psycopg2.extensions  # noqa: E402
-
-from bench.rss import RssTracker  # noqa: E402
-from candlestack.core import db  # noqa: E402
-from services import Broker, Postgres, SparkCluster, wait_for  # noqa: E402
 
 __all__ = ["Broker", "Context", "Postgres", "SparkCluster", "percentile", "wait_for"]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.common import Context, percentile, wait_log
 from bench.report import Report, Row
-from services import start_component, start_replay
+from tests.harness.services import start_component, start_replay
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT")
 RATE = 50

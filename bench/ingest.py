@@ -28,7 +28,7 @@ from bench.report import Report, Row
 from candlestack.core.contract import Trade
 from candlestack.core.settings import KafkaSettings
 from candlestack.producer.publisher import producer_config
-from services import start_component
+from tests.harness.services import start_component
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT")
 

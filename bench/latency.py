@@ -29,7 +29,7 @@ from bench.report import Report, Row
 from candlestack.consumer.main import consumer_config
 from candlestack.core.settings import ConsumerSettings, KafkaSettings
 from candlestack.producer.publisher import producer_config
-from services import start_component, start_replay
+from tests.harness.services import start_component, start_replay
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 WARMUP_S = 3.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,12 +10,10 @@ import psycopg2.extensions
 import pytest
 from pyspark.sql import SparkSession
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from candlestack.aggregator.session import build_session
 from candlestack.core import db
-from candlestack.core.settings import AggregatorSettings, Env, PostgresSettings
-from services import Broker, Postgres, SparkCluster, postgres_cluster, spark_standalone, tansu_broker
+from tests.harness.services import Broker, Postgres, SparkCluster, postgres_cluster, spark_standalone, tansu_broker
+from tests.harness.settings import aggregator_settings
 
 
 @pytest.fixture(scope="session")
@@ -94,12 +91,3 @@ def pipeline_env(pg: Postgres, database: str, broker: Broker, topic: str) -> dic
         "CANDLESTACK_PRODUCER_RECONNECT_INITIAL_S": "0.05",
         "CANDLESTACK_PRODUCER_RECONNECT_MAX_S": "0.5",
     }
-
-
-def aggregator_settings(pg: Postgres, database: str, master: str, **extra: str) -> AggregatorSettings:
-    env = {**pg.env(database), "CANDLESTACK_SPARK_MASTER": master, "CANDLESTACK_METRICS_PORT": "0", **extra}
-    return AggregatorSettings.from_env(env)
-
-
-def postgres_settings(pg: Postgres, database: str) -> PostgresSettings:
-    return PostgresSettings.from_env(Env(pg.env(database)), application_name="tests")

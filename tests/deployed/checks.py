@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from host import DeployedHost, deadline_wait
+from tests.deployed.host import DeployedHost, deadline_wait
 
 # One timeframe's candles recomputed from the stored trades and compared both ways; the
 # Molecule verify playbook runs the same file.

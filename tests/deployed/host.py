@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # The component tests' poll-until-true helper: one deadline, the last error in the message.
-from services import wait_for as deadline_wait
+from tests.harness.services import wait_for as deadline_wait
 
 REPLAY_URL = "http://127.0.0.1:9443"
 DATABASE = "candlestack"

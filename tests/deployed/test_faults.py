@@ -14,9 +14,9 @@ import subprocess
 import time
 
 import pytest
-from host import DeployedHost, deadline_wait
 
-from conftest import Case
+from tests.deployed.case import Case
+from tests.deployed.host import DeployedHost, deadline_wait
 
 pytestmark = [pytest.mark.deployed, pytest.mark.timeout(900)]
 

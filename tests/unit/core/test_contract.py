@@ -9,7 +9,7 @@ import pytest
 from candlestack.core.contract import Gap, Trade, decode, trade_from_binance, trade_from_rest
 from candlestack.core.errors import ContractError
 from candlestack.producer.binance import ServerShutdown, combined_stream_url, unwrap
-from services import DATA
+from tests.harness.services import DATA
 
 
 def frame(name: str) -> str:

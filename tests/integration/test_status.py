@@ -11,8 +11,8 @@ import psycopg2.extensions
 import pytest
 
 from candlestack import status
-from pipeline import scalar
-from services import Postgres, candlestack_command, free_port
+from tests.harness.pipeline import scalar
+from tests.harness.services import Postgres, candlestack_command, free_port
 
 READER = "status_test_reader"
 OUTSIDER = "status_test_outsider"

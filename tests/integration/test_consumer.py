@@ -13,10 +13,10 @@ import pytest
 
 from candlestack.consumer.batch import Batch, Record
 from candlestack.consumer.store import TradeStore
-from conftest import postgres_settings
-from pipeline import OffsetWatch, publish, scalar, stored_ids, trade_message
-from reference import agg_trades
-from services import Broker, Component, Postgres, start_component, wait_for
+from tests.harness.pipeline import OffsetWatch, publish, scalar, stored_ids, trade_message
+from tests.harness.reference import agg_trades
+from tests.harness.services import Broker, Component, Postgres, start_component, wait_for
+from tests.harness.settings import postgres_settings
 
 pytestmark = pytest.mark.slow
 

@@ -20,10 +20,10 @@ from candlestack.aggregator import compute, sink
 from candlestack.aggregator.faults import JobTimeoutError, Recovery, recovery_for
 from candlestack.aggregator.jobs import Aggregator
 from candlestack.core import db
-from conftest import aggregator_settings
-from pipeline import candle_table, candles, insert_trades, scalar
-from reference import AggTrade, agg_trades, candles_from_trades
-from services import Postgres, wait_for
+from tests.harness.pipeline import candle_table, candles, insert_trades, scalar
+from tests.harness.reference import AggTrade, agg_trades, candles_from_trades
+from tests.harness.services import Postgres, wait_for
+from tests.harness.settings import aggregator_settings
 
 pytestmark = pytest.mark.slow
 

@@ -36,7 +36,7 @@ from candlestack.replay.model import InvalidStream, ReplayTrade, SourceError
 from candlestack.replay.sources import CsvSource, SyntheticSource, looped, parse_csv_argument, symbol_from_path
 from candlestack.replay.streams import RequestError, Stream, parse_path, parse_request
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 XRPETH_CSV = ROOT / "tests" / "data" / "binance" / "XRPETH-aggTrades-2019-10-11_to_2019-10-13.csv"
 XRPETH_ROWS = 12_477
 XRPETH_FIRST_ID = 13_519_807

@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from psycopg2.extras import execute_values
 
 from candlestack.core.contract import Trade
-from reference import AggTrade
+from tests.harness.reference import AggTrade
 
 
 def trade_message(t: AggTrade, symbol: str = "XRPETH") -> Trade:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-ROLE = Path(__file__).resolve().parents[1] / "roles" / "candlestack"
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "candlestack"
 
 YamlValue = str | int | float | bool | None | list["YamlValue"] | dict[str, "YamlValue"]
 

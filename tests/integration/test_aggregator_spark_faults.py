@@ -16,9 +16,9 @@ from pathlib import Path
 import psycopg2.extensions
 import pytest
 
-from pipeline import candles, insert_trades
-from reference import agg_trades, candles_from_trades
-from services import Postgres, free_port, port_open, spark_home, start_component, stop_process, wait_for
+from tests.harness.pipeline import candles, insert_trades
+from tests.harness.reference import agg_trades, candles_from_trades
+from tests.harness.services import Postgres, free_port, port_open, spark_home, start_component, stop_process, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -12,10 +12,10 @@ from pyspark.sql import SparkSession
 
 from candlestack.aggregator.jobs import Aggregator
 from candlestack.core import db
-from conftest import aggregator_settings
-from pipeline import candles, insert_trades, scalar
-from reference import AggTrade, agg_trades, binance_klines, candles_from_trades
-from services import Postgres
+from tests.harness.pipeline import candles, insert_trades, scalar
+from tests.harness.reference import AggTrade, agg_trades, binance_klines, candles_from_trades
+from tests.harness.services import Postgres
+from tests.harness.settings import aggregator_settings
 
 pytestmark = pytest.mark.slow
 

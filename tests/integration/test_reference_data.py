@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reference import agg_trades, binance_klines, candles_from_trades
+from tests.harness.reference import agg_trades, binance_klines, candles_from_trades
 
 
 def test_python_recomputation_reproduces_binance_klines() -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from services import AGG_TRADES_CSV, KLINES_CSV
+from tests.harness.services import AGG_TRADES_CSV, KLINES_CSV
 
 Candle = tuple[Decimal, Decimal, Decimal, Decimal, Decimal]  # open, high, low, close, volume
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-import role_files
 from candlestack.core import setting_table
 from candlestack.core.setting_table import SETTINGS, TABLE, Choice, Component, Listing, Port, RoleVariable, Setting
 from candlestack.core.settings import (
@@ -28,8 +27,9 @@ from candlestack.core.settings import (
     LogSettings,
     ProducerSettings,
 )
+from tests.harness import role_files
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class RecordingEnviron(dict[str, str]):

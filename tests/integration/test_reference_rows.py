@@ -14,10 +14,10 @@ from pyspark.sql import SparkSession
 
 from candlestack.aggregator.jobs import Aggregator
 from candlestack.core import db
-from conftest import aggregator_settings
-from pipeline import candles, scalar
-from reference import AggTrade, agg_trades, binance_klines, candles_from_trades
-from services import AGG_TRADES_CSV, SYNTHETIC_CSV, Postgres, start_component, start_replay, wait_for
+from tests.harness.pipeline import candles, scalar
+from tests.harness.reference import AggTrade, agg_trades, binance_klines, candles_from_trades
+from tests.harness.services import AGG_TRADES_CSV, SYNTHETIC_CSV, Postgres, start_component, start_replay, wait_for
+from tests.harness.settings import aggregator_settings
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,7 @@ import psycopg2
 
 PG_BIN = Path(os.environ.get("CANDLESTACK_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_PASSWORD = "test-password"  # trust auth: any password works, the settings just require one
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "binance"
 AGG_TRADES_CSV = DATA / "XRPETH-aggTrades-2019-10-11_to_2019-10-13.csv"
 KLINES_CSV = DATA / "XRPETH-1m-klines.csv"

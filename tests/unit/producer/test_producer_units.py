@@ -39,7 +39,7 @@ from candlestack.producer.main import open_state
 from candlestack.producer.publisher import Publisher
 from candlestack.producer.state import Progress, StateFile, StateFileError, decode, encode, write_atomic
 from candlestack.producer.stream import TradeStream
-from services import free_port
+from tests.harness.services import free_port
 
 T0 = 1_700_000_000_000
 

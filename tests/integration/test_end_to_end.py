@@ -13,10 +13,9 @@ from pyspark.sql import SparkSession
 
 from candlestack.aggregator.jobs import Aggregator
 from candlestack.core import db
-from conftest import aggregator_settings
-from pipeline import OffsetWatch, candle_table, candles, scalar, stored_ids, stored_quote_volumes
-from reference import agg_trades, binance_klines, candles_from_trades, quote_volumes
-from services import (
+from tests.harness.pipeline import OffsetWatch, candle_table, candles, scalar, stored_ids, stored_quote_volumes
+from tests.harness.reference import agg_trades, binance_klines, candles_from_trades, quote_volumes
+from tests.harness.services import (
     AGG_TRADES_CSV,
     Component,
     Postgres,
@@ -27,6 +26,7 @@ from services import (
     tansu_broker,
     wait_for,
 )
+from tests.harness.settings import aggregator_settings
 
 pytestmark = pytest.mark.slow
 

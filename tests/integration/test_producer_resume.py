@@ -19,8 +19,8 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from candlestack.core.contract import Gap, Trade, decode
-from pipeline import scalar, stored_ids
-from services import Broker, Component, Replay, start_component, start_replay, wait_for
+from tests.harness.pipeline import scalar, stored_ids
+from tests.harness.services import Broker, Component, Replay, start_component, start_replay, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 
 from candlestack.core.errors import SettingsError
 from candlestack.core.settings import AggregatorSettings, ConsumerSettings, ProducerSettings, read_env_file
-from services import candlestack_command
+from tests.harness.services import candlestack_command
 
 
 def test_defaults_are_sane() -> None:

@@ -13,9 +13,9 @@ import psycopg2.extensions
 import pytest
 
 from candlestack.core import db
-from pipeline import candles, insert_trades, scalar
-from reference import agg_trades, candles_from_trades
-from services import Postgres, candlestack_command, start_component, wait_for
+from tests.harness.pipeline import candles, insert_trades, scalar
+from tests.harness.reference import agg_trades, candles_from_trades
+from tests.harness.services import Postgres, candlestack_command, start_component, wait_for
 
 
 def env_of(pg: Postgres, database: str) -> dict[str, str]:
