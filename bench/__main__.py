@@ -1,7 +1,7 @@
 """``python -m bench [--only ingest,latency,freshness,backfill] [--quick]``: run the benchmarks.
 
 Starts one PostgreSQL cluster and one Tansu broker for the whole run (and a Spark standalone
-cluster when the backfill benchmark is selected) through tests/services.py, runs each selected
+cluster when the backfill benchmark is selected) through tests/harness/services.py, runs each selected
 benchmark, prints its table, and writes bench/results/latest.json and latest.md. Peak memory of
 every component is sampled throughout and reported last (the ``rss`` table).
 """

@@ -4,7 +4,7 @@ components that read it and the Ansible role variables that set it.
 This is the one place a setting is described. :mod:`candlestack.core.settings` takes every default
 and bound from here, and reading a name that is not here raises, so the table cannot miss a
 variable the code reads. The README's settings table is generated from it
-(``python -m candlestack.core.setting_table --update README.md``), and ``tests/test_settings_table.py``
+(``python -m candlestack.core.setting_table --update README.md``), and ``tests/unit/core/test_settings_table.py``
 checks the README and the role ``candlestack`` (defaults, environment files, argument specs,
 role README) against it.
 
