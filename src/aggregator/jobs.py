@@ -28,6 +28,10 @@ JOB_TIMEOUT_MAX_S = 3600.0
 
 # Longest wait between two attempts after failed ticks.
 RETRY_MAX_S = 60.0
+# A backfill (and reconcile, its timer's form) retries a failed chunk this many times, waiting
+# 1, 2, 4 ... up to RETRY_MAX_S s (about 3 minutes in all): enough for PostgreSQL or a Spark
+# process to restart, short enough that a lasting fault fails the command for the operator.
+BACKFILL_CHUNK_RETRIES = 6
 
 # Trades whose inserting transaction is at or above the watermark, grouped by symbol and by
 # window of the covering (largest) interval. The new watermark is the xmin of this same
@@ -106,7 +110,11 @@ class Aggregator:
     def backfill(self, start_ms: int, end_ms: int, symbols: Sequence[str] | None = None,
                  *, stop: threading.Event | None = None) -> Outcome:
         """Rebuild [start, end) chunk by chunk, logging progress; safe to repeat."""
-        symbols = list(symbols) if symbols else self.symbols_with_trades()
+        stop = stop or threading.Event()
+        symbols = list(symbols) if symbols else self._retrying(stop, self.symbols_with_trades,
+                                                                max_failures=BACKFILL_CHUNK_RETRIES)
+        if symbols is None:
+            return Outcome(0, 0, 0.0, finished=False)
         pieces = list(chunks(start_ms, end_ms, self._settings.backfill_chunk_hours * 3_600_000, self._step))
         total_trades = total_changed = 0
         finished = True
@@ -114,18 +122,13 @@ class Aggregator:
         log.info("backfill starting", extra={"from": from_ms(start_ms).isoformat(), "to": from_ms(end_ms).isoformat(),
                                              "symbols": ",".join(symbols) or "-", "chunks": len(pieces)})
         for number, (lo, hi) in enumerate(pieces, start=1):
-            if stop is not None and stop.is_set():
+            chunk = self._retrying(stop, partial(self._backfill_chunk, symbols, lo, hi),
+                                   max_failures=BACKFILL_CHUNK_RETRIES)
+            if chunk is None:
                 log.warning("backfill interrupted", extra={"chunk": number, "chunks": len(pieces)})
                 finished = False
                 break
-            spans = [piece for symbol in symbols for piece in self._read_slices(symbol, lo, hi)]
-            # Fillers are refreshed over the whole chunk even where no trade is left in it.
-            regions = [sink.Region(symbol, name, INTERVALS_MS[name], lo, hi - INTERVALS_MS[name])
-                       for symbol in symbols for name in self._settings.intervals]
-            try:
-                outcome = self.aggregate(spans, regions)
-            except Exception as exc:
-                raise faults.TickError(spans) from exc
+            outcome = chunk
             total_trades += outcome.trades
             total_changed += outcome.candles_changed
             elapsed = time.perf_counter() - began
@@ -139,6 +142,16 @@ class Aggregator:
                  extra={"trades": outcome.trades, "candles_changed": outcome.candles_changed,
                         "seconds": round(outcome.seconds, 2)})
         return outcome
+
+    def _backfill_chunk(self, symbols: Sequence[str], lo: int, hi: int) -> Outcome:
+        spans = [piece for symbol in symbols for piece in self._read_slices(symbol, lo, hi)]
+        # Fillers are refreshed over the whole chunk even where no trade is left in it.
+        regions = [sink.Region(symbol, name, INTERVALS_MS[name], lo, hi - INTERVALS_MS[name])
+                   for symbol in symbols for name in self._settings.intervals]
+        try:
+            return self.aggregate(spans, regions)
+        except Exception as exc:
+            raise faults.TickError(spans) from exc
 
     def _read_slices(self, symbol: str, lo: int, hi: int) -> list[Span]:
         """Cut a chunk into pieces so the JDBC read runs in parallel."""
@@ -263,8 +276,10 @@ class Aggregator:
         watermark = self.load_watermark()
         return watermark if watermark is not None else self.initial_build(stop)
 
-    def _retrying(self, stop: threading.Event, attempt: Callable[[], T | None]) -> T | None:
-        """``attempt()`` until it does not raise, waiting with capped backoff after each failure.
+    def _retrying(self, stop: threading.Event, attempt: Callable[[], T | None],
+                  *, max_failures: int | None = None) -> T | None:
+        """``attempt()`` until it does not raise, waiting with capped backoff after each failure;
+        after ``max_failures`` retries (None: never) the next failure is raised.
 
         None means stopped (``attempt`` returns None only when it saw the stop).
         """
@@ -277,6 +292,8 @@ class Aggregator:
                 if stop.is_set():  # a stop cancels the running job: not a failure
                     log.info("stopped during an attempt; its windows are redone at the next start")
                     return None
+                if max_failures is not None and failures >= max_failures:
+                    raise
                 failures += 1
                 delay = backoff.next_delay()
                 self._failed(exc, failures, delay)

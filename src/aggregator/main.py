@@ -4,20 +4,43 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
 import time
 from functools import partial
 
-from candlestack.aggregator.jobs import Aggregator
+import psycopg2
+import psycopg2.extensions
+
+from candlestack.aggregator.jobs import BACKFILL_CHUNK_RETRIES, RETRY_MAX_S, Aggregator
 from candlestack.aggregator.session import build_session, renew_session, stop_session
 from candlestack.aggregator.windows import to_ms
 from candlestack.core import db, logs
 from candlestack.core import metrics as metrics_endpoint
+from candlestack.core.backoff import Backoff
 from candlestack.core.contract import normalise_symbol
 from candlestack.core.errors import ContractError, SettingsError
 from candlestack.core.lifecycle import stop_on_signals
 from candlestack.core.settings import AggregatorSettings
 
 log = logging.getLogger(__name__)
+
+
+def connect_when_up(settings: AggregatorSettings, stop: threading.Event) -> psycopg2.extensions.connection:
+    """The database connection, waiting (about 3 minutes at most) for a PostgreSQL that restarts:
+    a timer's reconcile may start just then."""
+    backoff = Backoff(1.0, RETRY_MAX_S)
+    for attempt in range(BACKFILL_CHUNK_RETRIES + 1):
+        try:
+            return db.connect(settings.postgres)
+        except psycopg2.OperationalError as exc:
+            if attempt == BACKFILL_CHUNK_RETRIES or stop.is_set():
+                raise
+            delay = backoff.next_delay()
+            log.warning("database unreachable; retrying", extra={
+                "error": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                "retry_in_s": round(delay, 1)})
+            stop.wait(delay)
+    raise AssertionError("unreachable")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -32,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
             raise SettingsError("--symbols", exc.reason) from None
     if args.mode == "run":
         metrics_endpoint.serve(settings.metrics)
-    conn = db.connect(settings.postgres)
+    conn = connect_when_up(settings, stop)
     # Only the long-running mode rebuilds a failing session; the one-shot modes fail and exit.
     renew = partial(renew_session, settings=settings) if args.mode == "run" else None
     aggregator = Aggregator(settings, build_session(settings), conn, session_factory=renew)

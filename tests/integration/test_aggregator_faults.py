@@ -17,8 +17,8 @@ from pyspark.sql import DataFrame, SparkSession
 
 from candlestack import admin
 from candlestack.aggregator import compute, sink
-from candlestack.aggregator.faults import JobTimeoutError, Recovery, recovery_for
-from candlestack.aggregator.jobs import Aggregator
+from candlestack.aggregator.faults import JobTimeoutError, Recovery, TickError, recovery_for
+from candlestack.aggregator.jobs import BACKFILL_CHUNK_RETRIES, Aggregator
 from candlestack.core import db
 from tests.harness.pipeline import candle_table, candles, insert_trades, scalar
 from tests.harness.reference import AggTrade, agg_trades, candles_from_trades
@@ -301,3 +301,27 @@ def test_gaps_filled_late_are_marked_resolved_by_a_tick(
     aggregator.tick(mark)
     assert scalar(conn, "SELECT count(*) FROM ingest_gaps WHERE resolved_at IS NULL") == 0
     assert any(r.getMessage() == "ingest gaps filled late, marked resolved" for r in caplog.records)
+
+
+def test_a_backfill_outlives_a_lost_connection_but_not_a_lasting_fault(
+    pg: Postgres, database: str, spark: SparkSession, conn: psycopg2.extensions.connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What `reconcile` (a backfill on a timer) meets when PostgreSQL restarts under it."""
+    aggregator = make_aggregator(pg, database, spark, retry_initial_s=0.05, retry_max_s=0.1)
+    trades = agg_trades()[:1500]
+    insert_trades(conn, trades)
+    start, end = trades[0].time_ms, trades[-1].time_ms + 1
+    try:
+        aggregator._conn.close()  # as a restart of PostgreSQL leaves it
+        assert aggregator.backfill(start, end).finished
+        assert candles(conn, "1m") == candles_from_trades(trades, MINUTE)
+
+        monkeypatch.setattr(compute, "SOURCE", "(SELECT * FROM no_such_table) AS src")
+        failures_before = sample("candlestack_aggregator_ticks_total", {"outcome": "error"})
+        with pytest.raises(TickError):
+            aggregator.backfill(start, end)
+        retried = sample("candlestack_aggregator_ticks_total", {"outcome": "error"}) - failures_before
+        assert retried == BACKFILL_CHUNK_RETRIES
+    finally:
+        aggregator._conn.close()
