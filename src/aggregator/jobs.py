@@ -28,9 +28,10 @@ JOB_TIMEOUT_MAX_S = 3600.0
 
 # Longest wait between two attempts after failed ticks.
 RETRY_MAX_S = 60.0
-# A backfill (and reconcile, its timer's form) retries a failed chunk this many times, waiting
-# 1, 2, 4 ... up to RETRY_MAX_S s (about 3 minutes in all): enough for PostgreSQL or a Spark
-# process to restart, short enough that a lasting fault fails the command for the operator.
+# A backfill (and reconcile, its timer's form) retries a failed chunk this many times, the wait
+# doubling from the tick interval up to RETRY_MAX_S, jittered (1 to 2 minutes in all with the
+# defaults): enough for PostgreSQL or a Spark process to restart, short enough that a lasting
+# fault fails the command for the operator.
 BACKFILL_CHUNK_RETRIES = 6
 
 # Trades whose inserting transaction is at or above the watermark, grouped by symbol and by

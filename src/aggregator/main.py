@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def connect_when_up(settings: AggregatorSettings, stop: threading.Event) -> psycopg2.extensions.connection:
-    """The database connection, waiting (about 3 minutes at most) for a PostgreSQL that restarts:
+    """The database connection, waiting (about a minute at most) for a PostgreSQL that restarts:
     a timer's reconcile may start just then."""
     backoff = Backoff(1.0, RETRY_MAX_S)
     for attempt in range(BACKFILL_CHUNK_RETRIES + 1):
