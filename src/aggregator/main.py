@@ -18,7 +18,7 @@ from candlestack.core import db, logs
 from candlestack.core import metrics as metrics_endpoint
 from candlestack.core.backoff import Backoff
 from candlestack.core.contract import normalise_symbol
-from candlestack.core.errors import ContractError, SettingsError
+from candlestack.core.errors import ContractError, SettingsError, first_line
 from candlestack.core.lifecycle import stop_on_signals
 from candlestack.core.settings import AggregatorSettings
 
@@ -37,8 +37,7 @@ def connect_when_up(settings: AggregatorSettings, stop: threading.Event) -> psyc
                 raise
             delay = backoff.next_delay()
             log.warning("database unreachable; retrying", extra={
-                "error": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                "retry_in_s": round(delay, 1)})
+                "error": first_line(exc), "retry_in_s": round(delay, 1)})
             stop.wait(delay)
     raise AssertionError("unreachable")
 

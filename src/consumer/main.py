@@ -20,6 +20,7 @@ from candlestack.core import logs
 from candlestack.core import metrics as metrics_endpoint
 from candlestack.core.backoff import Backoff
 from candlestack.core.contract import Bounds
+from candlestack.core.errors import first_line
 from candlestack.core.lifecycle import stop_on_signals
 from candlestack.core.settings import ConsumerSettings
 
@@ -56,11 +57,6 @@ def consumer_config(settings: ConsumerSettings) -> dict[str, Any]:
         "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
         "logger": logging.getLogger("librdkafka"),
     }
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class AssignmentWatch:
@@ -165,7 +161,7 @@ class IngestLoop:
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             metrics.DB_ERRORS.inc()
             self._store.discard_connection()
-            log.warning("database write failed; retrying", extra={"error": _first_line(exc), "batch": batch.size})
+            log.warning("database write failed; retrying", extra={"error": first_line(exc), "batch": batch.size})
             if following is not None:
                 batch.absorb(following)
             if self._write(batch):
@@ -218,7 +214,7 @@ class IngestLoop:
                     metrics.DB_ERRORS.inc()
                     self._store.discard_connection()
                     log.warning("database write failed; retrying", extra={
-                        "error": _first_line(exc), "retry_in_s": round(delay, 2), "batch": batch.size})
+                        "error": first_line(exc), "retry_in_s": round(delay, 2), "batch": batch.size})
         finally:
             self._consumer.resume(self._consumer.assignment())
         log.info("database write succeeded after retrying", extra={"batch": batch.size})

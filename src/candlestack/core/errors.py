@@ -83,3 +83,9 @@ class DatabasePermissionError(DatabaseError):
 
     def __str__(self) -> str:
         return f"{self.reason} (user {self.user} at {self.target}; this command needs {self.needs})"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text (a driver's message may run to many), for a log field."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
