@@ -49,8 +49,14 @@ class Case:
 
     def rebase(self) -> None:
         """The feed restarted as a new market: compare only what it has published since."""
-        status = self.host.replay("/_replay/status", method="GET")
-        self.floor = {s: int(v["first_id"]) for s, v in status["symbols"].items()}
+        def first_ids() -> dict[str, int] | None:
+            # A feed that has just started reports no first id for a symbol until it publishes one.
+            symbols = self.host.replay("/_replay/status", method="GET")["symbols"]
+            if any(v["first_id"] is None for v in symbols.values()):
+                return None
+            return {s: int(v["first_id"]) for s, v in symbols.items()}
+
+        self.floor = deadline_wait(first_ids, timeout=60, interval=0.5, what="the restarted feed's first trades")
         self._published_before = 0
         self._first_new_id = dict(self.floor)
         self._restarts_before = {u: 0 for u in PIPELINE_UNITS}
