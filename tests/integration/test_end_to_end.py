@@ -149,9 +149,13 @@ def test_consumer_killed_mid_batch_then_restarted_stores_everything_once(
 def test_postgres_restart_during_ingest_loses_nothing(
     pg: Postgres, pipeline_env: dict[str, str], conn: psycopg2.extensions.connection, logdir: Path,
 ) -> None:
-    def restart_database(_replay: Replay, _consumer: Component) -> None:
+    def restart_database(replay: Replay, _consumer: Component) -> None:
         wait_for(lambda: (scalar(conn, "SELECT count(*) FROM trades") or 0) > 2000, timeout=60, what="ingest start")
+        # The feed waits while PostgreSQL restarts, so that trades are still to come after it:
+        # the consumer must write them over a connection the restart broke.
+        replay.control("pause")
         pg.restart()
+        replay.control("resume")
 
     consumer: Component | None = None
     try:
