@@ -150,10 +150,14 @@ def test_postgres_restart_during_ingest_loses_nothing(
     pg: Postgres, pipeline_env: dict[str, str], conn: psycopg2.extensions.connection, logdir: Path,
 ) -> None:
     def restart_database(replay: Replay, _consumer: Component) -> None:
-        wait_for(lambda: (scalar(conn, "SELECT count(*) FROM trades") or 0) > 2000, timeout=60, what="ingest start")
-        # The feed waits while PostgreSQL restarts, so that trades are still to come after it:
-        # the consumer must write them over a connection the restart broke.
+        # A quarter of the file in, the feed waits; once the consumer has stored what came so far
+        # (its connection open and idle), PostgreSQL restarts. The rest of the file must then be
+        # written over a connection the restart broke, however fast or slow the consumer was.
+        wait_for(lambda: int(replay.status()["published"]) > len(CSV_IDS) // 4, timeout=60, what="ingest start")
         replay.control("pause")
+        published = int(replay.status()["published"])
+        wait_for(lambda: (scalar(conn, "SELECT count(*) FROM trades") or 0) >= published, timeout=120,
+                 what="the consumer to store what was published")
         pg.restart()
         replay.control("resume")
 
