@@ -49,10 +49,13 @@ export PATH="$VENV_BIN:$PATH"
 grep -rhoE 'candlestack-molecule\}/apt/[A-Za-z0-9_.-]+' roles/*/molecule molecule 2>/dev/null |
   sed 's|.*/apt/||' | sort -u | while read -r dir; do mkdir -p "$MOLECULE_CACHE_DIR/apt/$dir/partial"; done
 
-# The cluster scenario's network with inventory/lab's subnet (Molecule can create a network but
-# not with a subnet, so the scenario only joins this one).
+# The networks of the scenarios that copy an inventory's addresses (Molecule can create a network
+# but not with a subnet, so the scenarios only join these): the cluster scenario has
+# inventory/lab's subnet, roles/kafka's scenario inventory/cluster's.
 podman network exists candlestack-lab ||
   podman network create --subnet 192.168.57.0/24 candlestack-lab >/dev/null
+podman network exists candlestack-cluster ||
+  podman network create --subnet 192.168.56.0/24 candlestack-cluster >/dev/null
 
 # Throwaway secrets for the top-level scenarios (provisioner options in molecule/*/molecule.yml).
 CANDLESTACK_TEST_VAULT_DIR="$(mktemp -d /tmp/candlestack-vault.XXXXXX)"

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_GROUPS = {"postgresql", "kafka", "spark_master", "spark_worker", "superset", "pipeline"}
@@ -129,6 +130,29 @@ def test_molecule_cluster_is_the_lab_inventory(venv_bin: Path) -> None:
         assert f"--ip={hostvars[name]['private_address']}" in platform["extra_opts"], name
     links = scenario["provisioner"]["inventory"]["links"]
     assert links == {"hosts": "../../inventory/lab/hosts.yml", "group_vars": "../../inventory/lab/group_vars/"}
+
+
+def test_kafka_scenario_is_the_cluster_inventorys_kafka(venv_bin: Path) -> None:
+    """roles/kafka's scenario deploys inventory/cluster's Kafka hosts, node ids, addresses and settings."""
+    scenario_dir = ROOT / "roles" / "kafka" / "molecule" / "default"
+    scenario = yaml.safe_load((scenario_dir / "molecule.yml").read_text())
+    groups, hostvars = _inventory("inventory/cluster", venv_bin)
+    copy = yaml.safe_load((scenario_dir / "inventory" / "hosts.yml").read_text())["all"]["children"]["kafka"]["hosts"]
+    assert sorted(copy) == groups["kafka"]
+    for name, settings in copy.items():
+        assert settings == {k: hostvars[name][k] for k in ("private_address", "kafka_node_id")}, name
+    platforms = {p["name"]: p for p in scenario["platforms"]}
+    assert sorted(platforms) == groups["kafka"]
+    for name, platform in platforms.items():
+        assert f"--ip={copy[name]['private_address']}" in platform["extra_opts"], name
+    assert scenario["provisioner"]["inventory"]["links"] == {
+        "hosts": "inventory/hosts.yml", "group_vars": "../../../../inventory/cluster/group_vars/"}
+
+
+def test_kafka_first_install_starts_every_node_together() -> None:
+    """A KRaft broker waits for a majority of the controllers: a `serial` Kafka play never comes up."""
+    plays = [p for p in yaml.safe_load((ROOT / "playbooks" / "kafka.yml").read_text()) if p.get("hosts") == "kafka"]
+    assert plays and all("serial" not in play for play in plays)
 
 
 def test_local_inventory_has_one_host_in_every_group(venv_bin: Path) -> None:
