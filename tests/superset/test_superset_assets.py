@@ -1,9 +1,9 @@
 """The Superset assets bundle (superset/assets) on a real Superset, imported by the role's script.
 
-Real services, no mocks: a throwaway PostgreSQL 15 cluster holds Superset's metadata database
+Real services, no mocks: a throwaway PostgreSQL cluster holds Superset's metadata database
 and a candlestack database migrated with `candlestack db migrate`; Superset 6.1 runs from a
-virtualenv built from roles/superset/files/{requirements,constraints}.txt (cached in
-/var/cache/candlestack, keyed by both files' hash); the bundle is imported twice with
+virtualenv built from the role's lock for the system Python, roles/superset/files/lock/pythonX.Y.txt
+(cached in /var/cache/candlestack, keyed by the lock's hash); the bundle is imported twice with
 roles/superset/files/superset_import_assets.py; gunicorn serves the chart data API.
 
 Environment:
@@ -11,7 +11,7 @@ Environment:
     CANDLESTACK_SUPERSET_CACHE where the Superset venv is cached (/var/cache/candlestack)
     CANDLESTACK_SUPERSET_FRESH set to run `superset db upgrade` + `init` even when the cached
                                dump of their result (next to the venv) exists
-    PG_BIN                     PostgreSQL binaries (/usr/lib/postgresql/15/bin)
+    PG_BIN                     PostgreSQL binaries (default: the newest in /usr/lib/postgresql)
     CANDLESTACK_SCREENSHOT_DIR where to write the dashboards' screenshots when Chromium and
                                playwright-core are present (default /tmp)
     CANDLESTACK_NODE_MODULES   node_modules holding playwright-core
@@ -42,6 +42,8 @@ from typing import Any
 
 import pytest
 
+from tests.harness.services import newest_postgresql_bin
+
 pytestmark = pytest.mark.superset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +52,7 @@ ASSETS = ROOT / "superset/assets"
 IMPORT_SCRIPT = ROLE / "files/superset_import_assets.py"
 HERE = Path(__file__).resolve().parent
 
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+PG_BIN = Path(os.environ.get("PG_BIN") or newest_postgresql_bin())
 CACHE = Path(os.environ.get("CANDLESTACK_SUPERSET_CACHE", "/var/cache/candlestack"))
 SYSTEM_PYTHON = "/usr/bin/python3"
 ADMIN = ("admin", "test-admin-password")
@@ -82,10 +84,14 @@ def run(
 
 
 def superset_venv() -> Path:
-    """The cached Superset venv for the role's requirements + constraints (built if missing)."""
-    requirements = ROLE / "files/requirements.txt"
-    constraints = ROLE / "files/constraints.txt"
-    key = hashlib.sha256(requirements.read_bytes() + constraints.read_bytes()).hexdigest()[:12]
+    """The cached Superset venv, installed as the role installs it (built if missing)."""
+    version = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    lock = ROLE / f"files/lock/python{version}.txt"
+    assert lock.is_file(), f"the superset role has no lock for Python {version} ({SYSTEM_PYTHON})"
+    key = hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
     venv = CACHE / f"superset-venv-{key}"
     if (venv / ".complete").exists():
         return venv
@@ -98,12 +104,12 @@ def superset_venv() -> Path:
             "install",
             "--quiet",
             "--disable-pip-version-check",
+            "--no-deps",
             "-r",
-            str(requirements),
-            "-c",
-            str(constraints),
+            str(lock),
         ],
         timeout=1200,
+        env={**os.environ, "MSGPACK_PUREPYTHON": "1"},
     )
     (venv / ".complete").write_text(key + "\n")
     return venv
