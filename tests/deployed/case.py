@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from tests.deployed.checks import compare_ids, duplicates, wait_for_candles
-from tests.deployed.host import PIPELINE_UNITS, PLATFORM_UNITS, DeployedHost, deadline_wait
+from tests.deployed.host import PIPELINE_UNITS, DeployedHost, deadline_wait
 
 
 @dataclass
@@ -91,7 +91,7 @@ class Case:
         if self.fault_ended is None:
             self.fault_over()
         assert self.fault_ended is not None
-        host.wait_active(*PIPELINE_UNITS, *PLATFORM_UNITS, timeout=240)
+        host.wait_active(*PIPELINE_UNITS, *host.platform_units(), timeout=240)
         try:
             deadline_wait(self._caught_up, timeout=240, interval=0.5, what="the pipeline to catch up with the feed")
         except TimeoutError as exc:

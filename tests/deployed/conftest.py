@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.deployed.case import RESULTS, Case
-from tests.deployed.host import PIPELINE_UNITS, PLATFORM_UNITS, DeployedHost
+from tests.deployed.host import PIPELINE_UNITS, DeployedHost
 
 HOST_VARIABLE = "CANDLESTACK_DEPLOYED_HOST"
 RESULTS_VARIABLE = "CANDLESTACK_FAULT_RESULTS"
@@ -23,7 +23,7 @@ def host() -> DeployedHost:
     if not name:
         pytest.fail(f"{HOST_VARIABLE} must name the podman container of a converged all-in-one host")
     deployed = DeployedHost(name)
-    deployed.wait_active(*PIPELINE_UNITS, *PLATFORM_UNITS)
+    deployed.wait_active(*PIPELINE_UNITS, *deployed.platform_units())
     deployed.replay("/_replay/resume")
     return deployed
 

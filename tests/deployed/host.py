@@ -7,6 +7,7 @@ psql as the postgres superuser, and the replay feed's control endpoints on the h
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 import subprocess
@@ -23,7 +24,8 @@ KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 CANDLESTACK_PYTHON = "/opt/candlestack/venv/bin/python"
 
 PIPELINE_UNITS = ("candlestack-replay", "candlestack-producer", "candlestack-consumer", "candlestack-aggregator")
-PLATFORM_UNITS = ("postgresql@15-main", "tansu", "spark-master", "spark-worker", "superset")
+# With the PostgreSQL instance, whose name carries the release's major version: see postgres_unit.
+PLATFORM_SERVICES = ("tansu", "spark-master", "spark-worker", "superset")
 
 
 class HostCommandError(RuntimeError):
@@ -65,6 +67,18 @@ class DeployedHost:
     def wait_active(self, *units: str, timeout: float = 180) -> None:
         for unit in units:
             deadline_wait(lambda unit=unit: self.is_active(unit), timeout=timeout, interval=1.0, what=f"{unit} active")
+
+    @functools.cached_property
+    def postgres_unit(self) -> str:
+        """The PostgreSQL instance: postgresql@15-main on Debian 12, postgresql@17-main on 13."""
+        out = self.exec(["systemctl", "list-units", "--all", "--plain", "--no-legend", "postgresql@*-main.service"])
+        units = [line.split()[0] for line in out.splitlines() if line.strip()]
+        if len(units) != 1:
+            raise HostCommandError("systemctl list-units postgresql@*-main.service", 0, out or "no unit")
+        return units[0].removesuffix(".service")
+
+    def platform_units(self) -> tuple[str, ...]:
+        return (self.postgres_unit, *PLATFORM_SERVICES)
 
     def failed_units(self) -> list[str]:
         out = self.exec(["systemctl", "list-units", "--failed", "--plain", "--no-legend"])

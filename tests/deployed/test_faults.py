@@ -23,7 +23,6 @@ pytestmark = [pytest.mark.deployed, pytest.mark.timeout(900)]
 PRODUCER = "candlestack-producer"
 CONSUMER = "candlestack-consumer"
 AGGREGATOR = "candlestack-aggregator"
-POSTGRES = "postgresql@15-main"
 
 
 def kill(host: DeployedHost, unit: str) -> None:
@@ -130,7 +129,7 @@ def test_postgresql_restarted_during_ingest_and_aggregation(host: DeployedHost, 
     restarts = host.restarts(AGGREGATOR)
     for _ in range(2):
         time.sleep(3)
-        host.systemctl("restart", POSTGRES)
+        host.systemctl("restart", host.postgres_unit)
     case.fault_over()
     row = case.check()
     assert host.restarts(AGGREGATOR) == restarts, "the aggregator restarted"

@@ -24,7 +24,14 @@ from typing import Any
 
 import psycopg2
 
-PG_BIN = Path(os.environ.get("CANDLESTACK_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def newest_postgresql_bin() -> Path:
+    """The binaries of the newest PostgreSQL installed from Debian's packages (15 on Debian 12, 17 on 13)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = Path(os.environ.get("CANDLESTACK_TEST_PG_BIN") or newest_postgresql_bin())
 PG_PASSWORD = "test-password"  # trust auth: any password works, the settings just require one
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "binance"
