@@ -1,5 +1,6 @@
 # candlestack deployment shortcuts. Everything runs as root on a Debian host with podman.
 #   make up      all-in-one deployment in one podman systemd container (replay feed, Superset on :8088)
+#                on Debian 13; `make up DEBIAN=bookworm` for Debian 12
 #   make down    remove that container
 #   make test    the CI entry point (bash .ci/run)
 #   make lint    ansible-lint (production profile) + yamllint
@@ -9,7 +10,10 @@ SHELL := /bin/bash
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 export CONTAINERS_CONF ?= $(ROOT)/scripts/containers.conf
 AIO_NAME ?= candlestack-aio
-AIO_IMAGE ?= localhost/debian-bookworm-systemd:latest
+# The container's Debian release: trixie (13) or bookworm (12).
+DEBIAN ?= trixie
+export CANDLESTACK_DEBIAN := $(DEBIAN)
+AIO_IMAGE ?= localhost/debian-$(DEBIAN)-systemd:latest
 AIO_PORT ?= 8088
 WORK := $(ROOT)/.work/aio
 VENV_BIN = $(shell $(ROOT)/scripts/ansible-venv.sh)

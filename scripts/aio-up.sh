@@ -1,32 +1,43 @@
 #!/usr/bin/env bash
 # `make up`: deploy the whole of candlestack (inventory/local) into one podman systemd
 # container with the replay feed, publish Superset on the host, and say where to look.
+# The container runs Debian 13 (trixie); CANDLESTACK_DEBIAN=bookworm (make up DEBIAN=bookworm)
+# runs Debian 12 instead.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$ROOT/scripts/containers.conf}"
 NAME="${AIO_NAME:-candlestack-aio}"
-IMAGE="${AIO_IMAGE:-localhost/debian-bookworm-systemd:latest}"
+RELEASE="${CANDLESTACK_DEBIAN:-trixie}"
+IMAGE="${AIO_IMAGE:-localhost/debian-$RELEASE-systemd:latest}"
 PORT="${AIO_PORT:-8088}"
 WORK="$ROOT/.work/aio"
 CACHE="${MOLECULE_CACHE_DIR:-/var/cache/candlestack-molecule}"
 log() { printf '[make up] %s\n' "$*"; }
 
 export PATH="$("$ROOT/scripts/ansible-venv.sh"):$PATH"
-mkdir -p "$WORK" "$CACHE/apt/aio/partial"
+mkdir -p "$WORK" "$CACHE/apt/$RELEASE/aio/partial"
+"$ROOT/scripts/molecule-image.sh" "$RELEASE"
 # Python wheels (Superset, pyspark...) built once on this machine and mounted read-only.
 "$ROOT/scripts/wheelhouse.sh"
 
 # A throwaway vault for this local deployment (kept in .work/, ignored by git).
 "$ROOT/scripts/make-vault.sh" "$WORK"
 
-if ! podman container exists "$NAME"; then
-  log "starting container $NAME (Superset published on 127.0.0.1:$PORT)"
-  podman run -d --name "$NAME" --hostname "$NAME" --systemd=always \
+if podman container exists "$NAME"; then
+  running_image="$(podman container inspect --format '{{.ImageName}}' "$NAME")"
+  if [[ "$running_image" != "$IMAGE" ]]; then
+    log "$NAME runs $running_image, not $IMAGE: run 'make down' first to switch releases"
+    exit 2
+  fi
+else
+  log "starting container $NAME from $IMAGE (Superset published on 127.0.0.1:$PORT)"
+  # CAP_SYS_ADMIN: systemd 257 (Debian 13) keeps it across User= to sandbox the hardened units.
+  podman run -d --name "$NAME" --hostname "$NAME" --systemd=always --cap-add SYS_ADMIN \
     --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 \
     -p "127.0.0.1:$PORT:8088" \
-    -v "$CACHE/apt/aio:/var/cache/apt/archives" \
+    -v "$CACHE/apt/$RELEASE/aio:/var/cache/apt/archives" \
     -v "$CACHE/wheels:/var/cache/candlestack-wheels:ro" -v "$CACHE/pip.conf:/etc/pip.conf:ro" \
     "$IMAGE" /lib/systemd/systemd >/dev/null
 fi
@@ -57,7 +68,7 @@ admin_pw="$(ansible-vault view --vault-password-file "$WORK/vault-pass" "$WORK/v
 cat <<INFO
 
   Superset:   http://127.0.0.1:$PORT/   user: admin   password: $admin_pw
-  Services:   podman exec $NAME systemctl status 'candlestack-*' tansu spark-master spark-worker postgresql@15-main
+  Services:   podman exec $NAME systemctl status 'candlestack-*' tansu spark-master spark-worker 'postgresql@*'
   Logs:       podman exec $NAME journalctl -u 'candlestack-*' -f
   Candles:    podman exec $NAME runuser -u postgres -- psql -d candlestack -c "SELECT symbol, timeframe, open_time, open, high, low, close, volume FROM candles ORDER BY open_time DESC LIMIT 10"
   Secrets:    $WORK/vault.yml (ansible-vault view --vault-password-file $WORK/vault-pass $WORK/vault.yml)

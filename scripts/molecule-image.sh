@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Build the systemd-enabled Debian bookworm image the Molecule scenarios and
-# `make up` run on: localhost/debian-bookworm-systemd:latest.
+# Build the systemd-enabled Debian image the Molecule scenarios and `make up` run on:
+# localhost/debian-<release>-systemd:latest, for the release in CANDLESTACK_DEBIAN
+# (trixie, Debian 13, by default; bookworm for Debian 12).
+#
+#   scripts/molecule-image.sh [--force] [RELEASE...]   # several releases: one image each
 #
 # Idempotent: does nothing when the image already exists (pass --force to rebuild).
 # Installs podman, runc and debootstrap when they are missing (needs root).
 # python3-apt is in the image because the apt module needs it in check mode.
 set -euo pipefail
 
-IMAGE="${MOLECULE_IMAGE:-localhost/debian-bookworm-systemd:latest}"
-SUITE="${MOLECULE_IMAGE_SUITE:-bookworm}"
 MIRROR="${MOLECULE_IMAGE_MIRROR:-http://deb.debian.org/debian}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$HERE/containers.conf}"
@@ -16,7 +17,17 @@ export CONTAINERS_CONF="${CONTAINERS_CONF:-$HERE/containers.conf}"
 log() { printf '[molecule-image] %s\n' "$*" >&2; }
 
 force=false
-[[ "${1:-}" == "--force" ]] && force=true
+[[ "${1:-}" == "--force" ]] && { force=true; shift; }
+if (($# > 1)); then
+  for release in "$@"; do "$0" $($force && echo --force) "$release"; done
+  exit 0
+fi
+SUITE="${1:-${CANDLESTACK_DEBIAN:-trixie}}"
+case "$SUITE" in
+  bookworm | trixie) ;;
+  *) log "unsupported release '$SUITE': bookworm (Debian 12) or trixie (Debian 13)"; exit 2 ;;
+esac
+IMAGE="localhost/debian-$SUITE-systemd:latest"
 
 missing=()
 for tool in podman runc debootstrap; do

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Run Molecule scenarios one after the other on local podman systemd containers.
 #
-#   tests/ansible/run-molecule.sh                 # every role scenario, then all-in-one, then cluster
+#   tests/ansible/run-molecule.sh                 # the CI matrix (below)
 #   tests/ansible/run-molecule.sh kafka spark     # roles/kafka and roles/spark
 #   tests/ansible/run-molecule.sh all-in-one      # molecule/all-in-one
+#   tests/ansible/run-molecule.sh all-in-one@bookworm   # ... on Debian 12
+#
+# A scenario runs on Debian 13 (trixie) unless it is named SCENARIO@RELEASE, or
+# CANDLESTACK_DEBIAN=bookworm selects Debian 12 for every unqualified one. The CI matrix:
+# every role scenario, all-in-one (with the fault suite) and cluster on Debian 13, and
+# all-in-one again on Debian 12 (converge, idempotence, verify; no fault suite).
 #
 # Installs what it needs (podman, runc, debootstrap; .venv-ansible/; the image),
 # prints each scenario's duration and stops at the first failure (in either lane).
@@ -32,22 +38,27 @@ role_scenarios() {
   done
 }
 
+default_release="${CANDLESTACK_DEBIAN:-trixie}"
 if (($# == 0)); then
   mapfile -t scenarios < <(role_scenarios)
-  scenarios+=(all-in-one cluster)
+  scenarios+=(all-in-one cluster all-in-one@bookworm)
 else
   scenarios=("$@")
 fi
+release_of() { [[ $1 == *@* ]] && echo "${1#*@}" || echo "$default_release"; }
 
-"$ROOT/scripts/molecule-image.sh"
+mapfile -t releases < <(for scenario in "${scenarios[@]}"; do release_of "$scenario"; done | sort -u)
+"$ROOT/scripts/molecule-image.sh" "${releases[@]}"
 VENV_BIN="$("$ROOT/scripts/ansible-venv.sh")"
 export PATH="$VENV_BIN:$PATH"
 # Wheels for Superset, pyspark and the rest, mounted read-only into every container.
 "$ROOT/scripts/wheelhouse.sh"
-# One apt archive directory per container name (two containers that share one would fight
-# over apt's lock); create every one the scenarios mount.
-grep -rhoE 'candlestack-molecule\}/apt/[A-Za-z0-9_.-]+' roles/*/molecule molecule 2>/dev/null |
-  sed 's|.*/apt/||' | sort -u | while read -r dir; do mkdir -p "$MOLECULE_CACHE_DIR/apt/$dir/partial"; done
+# One apt archive directory per release and container name (two containers that share one
+# would fight over apt's lock); create every one the scenarios mount.
+grep -rhoE 'candlestack-molecule\}/apt/[$][{]CANDLESTACK_DEBIAN:-trixie[}]/[A-Za-z0-9_.-]+' roles/*/molecule molecule 2>/dev/null |
+  sed 's|.*/||' | sort -u | while read -r dir; do
+    for release in "${releases[@]}"; do mkdir -p "$MOLECULE_CACHE_DIR/apt/$release/$dir/partial"; done
+  done
 
 # The networks of the scenarios that copy an inventory's addresses (Molecule can create a network
 # but not with a subnet, so the scenarios only join these): the cluster scenario has
@@ -63,8 +74,10 @@ export CANDLESTACK_TEST_VAULT_DIR
 trap 'rm -rf "$CANDLESTACK_TEST_VAULT_DIR"' EXIT
 "$ROOT/scripts/make-vault.sh" "$CANDLESTACK_TEST_VAULT_DIR"
 
-run_scenario() {  # run_scenario NAME: one scenario in its own directory; returns molecule's status
-  local scenario=$1 dir name
+run_scenario() {  # run_scenario NAME[@RELEASE]: one scenario in its own directory; returns molecule's status
+  local scenario=${1%@*} dir name
+  export CANDLESTACK_DEBIAN
+  CANDLESTACK_DEBIAN=$(release_of "$1")
   if [[ -f "molecule/$scenario/molecule.yml" ]]; then
     dir="$ROOT"; name="$scenario"
   elif [[ -f "roles/$scenario/molecule/default/molecule.yml" ]]; then
@@ -72,8 +85,9 @@ run_scenario() {  # run_scenario NAME: one scenario in its own directory; return
   else
     log "no scenario called $scenario"; return 2
   fi
-  log "=== $scenario: molecule $command (in ${dir#"$ROOT"/}) ==="
-  if [[ $scenario == all-in-one && $command == test && ${MOLECULE_FAULTS:-1} == 1 ]]; then
+  log "=== $1: molecule $command on Debian $CANDLESTACK_DEBIAN (in ${dir#"$ROOT"/}) ==="
+  # The fault suite runs once, on the default release.
+  if [[ $1 == all-in-one && $command == test && ${MOLECULE_FAULTS:-1} == 1 ]]; then
     run_with_faults "$dir" "$name"
   else
     (cd "$dir" && molecule "$command" --scenario-name "$name")
@@ -143,7 +157,7 @@ if [[ "${MOLECULE_LANES:-1}" == 2 && ${#scenarios[@]} -gt 1 ]]; then
   log "two lanes; full logs in $LANE_LOG_DIR"
   declare -a heavy=() light=()
   for scenario in "${scenarios[@]}"; do
-    case "$scenario" in all-in-one | cluster) heavy+=("$scenario") ;; *) light+=("$scenario") ;; esac
+    case "${scenario%@*}" in all-in-one | cluster) heavy+=("$scenario") ;; *) light+=("$scenario") ;; esac
   done
   run_lane "${heavy[@]}" &
   heavy_pid=$!

@@ -179,6 +179,23 @@ def test_make_test_leaves_the_make_up_host_alone(venv_bin: Path) -> None:
     assert make_up_name.group(1) not in (ROOT / "tests" / "ansible" / "run-molecule.sh").read_text()
 
 
+MOLECULE_FILES = sorted([*ROOT.glob("molecule/*/molecule.yml"), *ROOT.glob("roles/*/molecule/*/molecule.yml")])
+
+
+@pytest.mark.parametrize("molecule_yml", MOLECULE_FILES, ids=lambda p: str(p.relative_to(ROOT).parent))
+def test_every_scenario_runs_on_the_selected_debian_release(molecule_yml: Path) -> None:
+    """run-molecule.sh picks the release with CANDLESTACK_DEBIAN: a platform with a fixed image
+    would run one release whatever the matrix says, and one without CAP_SYS_ADMIN would fail
+    every hardened unit on Debian 13."""
+    platforms = yaml.safe_load(molecule_yml.read_text())["platforms"]
+    assert platforms
+    for platform in platforms:
+        assert platform["image"] == "localhost/debian-${CANDLESTACK_DEBIAN:-trixie}-systemd:latest", platform["name"]
+        assert "SYS_ADMIN" in platform.get("capabilities", []), platform["name"]
+        apt = [v for v in platform.get("volumes", []) if v.endswith(":/var/cache/apt/archives")]
+        assert apt and "/apt/${CANDLESTACK_DEBIAN:-trixie}/" in apt[0], platform["name"]
+
+
 def _referenced_vault_names(inventory: str) -> set[str]:
     found: set[str] = set()
     for path in (ROOT / inventory / "group_vars").rglob("*.yml"):
