@@ -57,6 +57,10 @@ export PATH="$VENV_BIN:$PATH"
 # would fight over apt's lock); create every one the scenarios mount.
 grep -rhoE 'candlestack-molecule\}/apt/[$][{]CANDLESTACK_DEBIAN:-trixie[}]/[A-Za-z0-9_.-]+' roles/*/molecule molecule 2>/dev/null |
   sed 's|.*/||' | sort -u | while read -r dir; do
+    # The caches of the layout without a release were all Debian 12's.
+    if [[ -d $MOLECULE_CACHE_DIR/apt/$dir && ! -e $MOLECULE_CACHE_DIR/apt/bookworm/$dir ]]; then
+      mkdir -p "$MOLECULE_CACHE_DIR/apt/bookworm" && mv "$MOLECULE_CACHE_DIR/apt/$dir" "$MOLECULE_CACHE_DIR/apt/bookworm/$dir"
+    fi
     for release in "${releases[@]}"; do mkdir -p "$MOLECULE_CACHE_DIR/apt/$release/$dir/partial"; done
   done
 
