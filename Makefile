@@ -13,7 +13,6 @@ AIO_NAME ?= candlestack-aio
 # The container's Debian release: trixie (13) or bookworm (12).
 DEBIAN ?= trixie
 export CANDLESTACK_DEBIAN := $(DEBIAN)
-AIO_IMAGE ?= localhost/debian-$(DEBIAN)-systemd:latest
 AIO_PORT ?= 8088
 WORK := $(ROOT)/.work/aio
 VENV_BIN = $(shell $(ROOT)/scripts/ansible-venv.sh)
