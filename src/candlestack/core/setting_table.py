@@ -186,7 +186,9 @@ TABLE: tuple[Setting, ...] = (
            role=(RoleVariable("candlestack_log_format"),)),
     Text(name="METRICS_ADDRESS", default="127.0.0.1", form="listen address", used_by=WITH_METRICS,
          help="address of the Prometheus endpoint",
-         role=(RoleVariable("candlestack_metrics_address"),)),
+         role=(RoleVariable("candlestack_metrics_address",
+                            differs_because="this host's private address when the inventory's monitoring host "
+                                            "is another host, where Prometheus scrapes it"),)),
     Port(name="METRICS_PORT", defaults_by_component={"producer": 9101, "consumer": 9102, "aggregator": 9103},
          used_by=WITH_METRICS,
          help="port of the Prometheus endpoint; each component has its own default so that they share a host",
