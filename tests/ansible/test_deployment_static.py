@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-CLUSTER_GROUPS = {"postgresql", "kafka", "spark_master", "spark_worker", "superset", "pipeline"}
+CLUSTER_GROUPS = {"postgresql", "kafka", "spark_master", "spark_worker", "superset", "pipeline", "monitoring"}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_site_syntax(venv_bin: Path, inventory: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "playbook", ["database", "kafka", "spark", "superset", "pipeline"]
+    "playbook", ["database", "kafka", "spark", "superset", "pipeline", "monitoring"]
 )
 def test_layer_playbooks_syntax(venv_bin: Path, playbook: str) -> None:
     _ok(_run(["ansible-playbook", "--syntax-check", "-i", "inventory/cluster", f"playbooks/{playbook}.yml"], venv_bin))
