@@ -57,7 +57,7 @@ def test_site_syntax(venv_bin: Path, inventory: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "playbook", ["database", "kafka", "spark", "superset", "pipeline", "monitoring"]
+    "playbook", ["database", "kafka", "spark", "superset", "pipeline", "monitoring", "restore"]
 )
 def test_layer_playbooks_syntax(venv_bin: Path, playbook: str) -> None:
     _ok(_run(["ansible-playbook", "--syntax-check", "-i", "inventory/cluster", f"playbooks/{playbook}.yml"], venv_bin))
