@@ -8,8 +8,8 @@
 #
 # A scenario runs on Debian 13 (trixie) unless it is named SCENARIO@RELEASE, or
 # CANDLESTACK_DEBIAN=bookworm selects Debian 12 for every unqualified one. The CI matrix:
-# every role scenario, all-in-one (with the fault suite) and cluster on Debian 13, and
-# all-in-one again on Debian 12 (converge, idempotence, verify; no fault suite).
+# every role scenario, all-in-one (with the fault suite and the restore drill) and cluster on
+# Debian 13, and all-in-one again on Debian 12 (converge, idempotence, verify).
 #
 # Installs what it needs (podman, runc, debootstrap; .venv-ansible/; the image),
 # prints each scenario's duration and stops at the first failure (in either lane).
@@ -98,8 +98,8 @@ run_scenario() {  # run_scenario NAME[@RELEASE]: one scenario in its own directo
   fi
 }
 
-# The fault suite (tests/deployed) drives the all-in-one host that the scenario converged and
-# verified, before Molecule destroys it: no second deployment for it.
+# The fault suite (tests/deployed), then the restore drill, drive the all-in-one host that the
+# scenario converged and verified, before Molecule destroys it: no second deployment for them.
 run_with_faults() {  # run_with_faults DIR NAME
   local dir=$1 name=$2 rc=0
   [[ -x $ROOT/.venv/bin/pytest ]] || {
@@ -109,6 +109,11 @@ run_with_faults() {  # run_with_faults DIR NAME
     log "=== all-in-one: fault suite on the converged host ==="
     CANDLESTACK_DEPLOYED_HOST=molecule-aio "$ROOT/.venv/bin/pytest" "$ROOT/tests/deployed" -p no:cacheprovider \
       -rA -s --durations=0 2>&1 | tee "$CANDLESTACK_TEST_VAULT_DIR/faults.log"
+    rc=${PIPESTATUS[0]}
+  fi
+  if ((rc == 0)); then
+    log "=== all-in-one: restore drill (molecule/shared/restore-drill.yml) ==="
+    (cd "$dir" && molecule side-effect --scenario-name "$name") 2>&1 | tee "$CANDLESTACK_TEST_VAULT_DIR/drill.log"
     rc=${PIPESTATUS[0]}
   fi
   (cd "$dir" && molecule destroy --scenario-name "$name") || true
@@ -152,16 +157,17 @@ FAILED_MARKER="$CANDLESTACK_TEST_VAULT_DIR/failed"
 total_start=$SECONDS
 rc=0
 if [[ "${MOLECULE_LANES:-1}" == 2 && ${#scenarios[@]} -gt 1 ]]; then
-  # Two lanes: the two full-stack scenarios (all-in-one, cluster) in one, everything else in
-  # the other, so that at most one whole deployment runs at a time. Much of a scenario is
-  # waiting (podman exec, downloads, services starting), so two lanes share 2 cores well.
+  # Two lanes: all-in-one (with the fault suite and the restore drill) and cluster in one,
+  # everything else in the other, which ends with the Debian 12 all-in-one when the role
+  # scenarios are done. Much of a scenario is waiting (podman exec, downloads, services
+  # starting), so two lanes share 2 cores well.
   # Each scenario logs to its own file; a failure prints the end of that log.
   LANE_LOG_DIR="$(mktemp -d /tmp/candlestack-molecule-logs.XXXXXX)"
   export LANE_LOG_DIR
   log "two lanes; full logs in $LANE_LOG_DIR"
   declare -a heavy=() light=()
   for scenario in "${scenarios[@]}"; do
-    case "${scenario%@*}" in all-in-one | cluster) heavy+=("$scenario") ;; *) light+=("$scenario") ;; esac
+    case "$scenario" in all-in-one | cluster) heavy+=("$scenario") ;; *) light+=("$scenario") ;; esac
   done
   run_lane "${heavy[@]}" &
   heavy_pid=$!
@@ -175,6 +181,10 @@ sed 's/^/  /' "$SUMMARY_FILE"
 if [[ -s "$CANDLESTACK_TEST_VAULT_DIR/faults.log" ]]; then
   log "fault suite (all-in-one):"
   sed -n '/^fault suite results/,$p' "$CANDLESTACK_TEST_VAULT_DIR/faults.log" | sed 's/^/  /'
+fi
+if [[ -s "$CANDLESTACK_TEST_VAULT_DIR/drill.log" ]]; then
+  log "restore drill (all-in-one):"
+  sed -n '/Report the drill/,/^$/p' "$CANDLESTACK_TEST_VAULT_DIR/drill.log" | sed 's/^/  /'
 fi
 if ((rc != 0)); then
   log "a scenario failed (rc $rc) after $((SECONDS - total_start)) s"
