@@ -73,10 +73,17 @@ podman network exists candlestack-cluster ||
   podman network create --subnet 192.168.56.0/24 candlestack-cluster >/dev/null
 
 # Throwaway secrets for the top-level scenarios (provisioner options in molecule/*/molecule.yml).
-CANDLESTACK_TEST_VAULT_DIR="$(mktemp -d /tmp/candlestack-vault.XXXXXX)"
+# A directory given in CANDLESTACK_TEST_VAULT_DIR is kept, with its secrets, for a later step on
+# the same hosts (MOLECULE_COMMAND=converge, then MOLECULE_COMMAND=side-effect).
+if [[ -n "${CANDLESTACK_TEST_VAULT_DIR:-}" ]]; then
+  mkdir -p "$CANDLESTACK_TEST_VAULT_DIR"
+  [[ -f $CANDLESTACK_TEST_VAULT_DIR/vault.yml ]] || "$ROOT/scripts/make-vault.sh" "$CANDLESTACK_TEST_VAULT_DIR"
+else
+  CANDLESTACK_TEST_VAULT_DIR="$(mktemp -d /tmp/candlestack-vault.XXXXXX)"
+  trap 'rm -rf "$CANDLESTACK_TEST_VAULT_DIR"' EXIT
+  "$ROOT/scripts/make-vault.sh" "$CANDLESTACK_TEST_VAULT_DIR"
+fi
 export CANDLESTACK_TEST_VAULT_DIR
-trap 'rm -rf "$CANDLESTACK_TEST_VAULT_DIR"' EXIT
-"$ROOT/scripts/make-vault.sh" "$CANDLESTACK_TEST_VAULT_DIR"
 
 run_scenario() {  # run_scenario NAME[@RELEASE]: one scenario in its own directory; returns molecule's status
   local scenario=${1%@*} dir name
@@ -154,6 +161,7 @@ SUMMARY_FILE="$CANDLESTACK_TEST_VAULT_DIR/summary"
 # it is running finishes, so that Molecule still destroys its containers).
 FAILED_MARKER="$CANDLESTACK_TEST_VAULT_DIR/failed"
 : >"$SUMMARY_FILE"
+rm -f "$FAILED_MARKER" "$CANDLESTACK_TEST_VAULT_DIR/faults.log" "$CANDLESTACK_TEST_VAULT_DIR/drill.log"
 total_start=$SECONDS
 rc=0
 if [[ "${MOLECULE_LANES:-1}" == 2 && ${#scenarios[@]} -gt 1 ]]; then
