@@ -11,10 +11,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import psycopg2
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from candlestack.consumer import metrics
 from candlestack.consumer.batch import Batch, Record, build_batch
+from candlestack.consumer.position import start_position
 from candlestack.consumer.store import TradeStore, WriteResult
 from candlestack.core import logs
 from candlestack.core import metrics as metrics_endpoint
@@ -131,9 +132,39 @@ class IngestLoop:
             self._store.close()
             log.info("consumer stopped")
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assignment.assigned(len(partitions))
         log.info("partitions assigned", extra={"partitions": ",".join(str(p.partition) for p in partitions)})
+        starts = self._starts(consumer, partitions)
+        if starts is not None:
+            consumer.assign(starts)
+
+    def _starts(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition] | None:
+        """The assigned partitions with the offsets to start from (see position.start_position).
+
+        None, i.e. the group's offsets, when the database's position or Kafka's cannot be read.
+        """
+        try:
+            stored = self._store.positions(self._settings.kafka.topic)
+            committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
+            watermarks = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10) for tp in partitions}
+        except (psycopg2.Error, KafkaException) as exc:
+            log.warning("could not compare the database's position with the group's; starting from the group's",
+                        extra={"error": first_line(exc)})
+            return None
+        starts = []
+        for tp in partitions:
+            group = committed.get(tp.partition)
+            group = group if group is not None and group >= 0 else None
+            low, high = watermarks[tp.partition]
+            start = start_position(stored.get(tp.partition), group, low, high)
+            if start.offset != group:
+                log.info("partition starts apart from the group's offset", extra={
+                    "partition": tp.partition, "offset": start.offset, "group_offset": group,
+                    "reason": start.reason})
+            offset = OFFSET_INVALID if start.offset is None else start.offset
+            starts.append(TopicPartition(tp.topic, tp.partition, offset))
+        return starts
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assignment.assigned(0)

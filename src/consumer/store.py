@@ -87,6 +87,15 @@ ON CONFLICT (symbol, stream, from_id, to_id) DO UPDATE SET pending = g.pending A
 WHERE g.pending AND NOT EXCLUDED.pending
 """
 
+# The consumer's position, in the transaction of the rows it covers (see migration 0006). An
+# offset may go down: after a broker that lost its log (Tansu restarted) the topic starts at 0.
+OFFSETS_SQL = """
+INSERT INTO kafka_offsets (topic, kafka_partition, next_offset) VALUES %s
+ON CONFLICT (topic, kafka_partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()
+"""
+
+POSITIONS_SQL = "SELECT kafka_partition, next_offset FROM kafka_offsets WHERE topic = %s"
+
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
@@ -180,6 +189,19 @@ class TradeStore:
         except psycopg2.Error:
             self._conn = None
 
+    def positions(self, topic: str) -> dict[int, int]:
+        """The next offset to read of each partition of ``topic``, as the database holds it.
+
+        On a connection of its own: the writer thread may be using the store's at the time.
+        """
+        conn = db.connect(self._settings)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(POSITIONS_SQL, (topic,))
+                return {int(partition): int(offset) for partition, offset in cur.fetchall()}
+        finally:
+            conn.close()
+
     def write_isolating(self, batch: Batch) -> WriteResult:
         """Write the batch; if PostgreSQL refuses it for its data, set the culprits aside.
 
@@ -206,7 +228,10 @@ class TradeStore:
         # The contract's dead letters do not depend on the rest: they go with the first half.
         first, second = batch.halves()
         first.dead_letters = batch.dead_letters
-        return self.write_isolating(first).plus(self.write_isolating(second))
+        result = self.write_isolating(first).plus(self.write_isolating(second))
+        # Both halves are durable: only now may the position move past them.
+        self.write(Batch(next_offsets=batch.next_offsets))
+        return result
 
     def _refuse(self, batch: Batch, exc: psycopg2.Error) -> WriteResult:
         """Set the single message of ``batch`` aside, with the database's error as the reason."""
@@ -217,7 +242,7 @@ class TradeStore:
         metrics.REFUSED.inc()
         log.warning("message refused by the database; set aside as a dead letter", extra={
             "topic": record.topic, "partition": record.partition, "offset": record.offset, "error": letter.reason})
-        result = self.write(Batch(dead_letters=[*batch.dead_letters, letter]))
+        result = self.write(Batch(dead_letters=[*batch.dead_letters, letter], next_offsets=batch.next_offsets))
         return replace(result, refused=(letter,))
 
     def write(self, batch: Batch) -> WriteResult:
@@ -248,6 +273,10 @@ class TradeStore:
                     (g.symbol, g.stream, g.from_id, g.to_id, g.reason, g.detected_at / 1000, g.pending)
                     for g in unique_gaps(batch.gaps)
                 ], template="(%s, %s, %s, %s, %s, to_timestamp(%s), %s)")
+            if batch.next_offsets:
+                execute_values(cur, OFFSETS_SQL, [
+                    (topic, partition, offset) for (topic, partition), offset in sorted(batch.next_offsets.items())
+                ])
         self._known_days.update(new_days)
         return WriteResult(inserted=inserted, duplicates=len(batch.trades) - inserted,
                            dead_letters=len(batch.dead_letters), gaps=len(batch.gaps))

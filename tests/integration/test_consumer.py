@@ -141,6 +141,8 @@ def test_a_batch_postgresql_refuses_is_split_and_only_the_bad_message_set_aside(
     assert json.loads(bytes(payload))["trade_id"] == bad and field == "value"
     assert reason.startswith("refused by the database: CheckViolation:") and "test_refuses_one" in reason
     assert consumer.log().count("message refused by the database") == 1
+    # The bisected batch's position is stored once its halves are: at the end of the topic.
+    assert scalar(conn, "SELECT sum(next_offset) FROM kafka_offsets WHERE topic = %s", (topic,)) == published
 
 
 def test_a_far_future_trade_creates_its_own_partition_not_every_day_up_to_it(
@@ -182,3 +184,38 @@ def test_a_consumer_stopped_while_joining_its_group_does_not_strand_the_next_one
                  what="the next consumer to get the partitions and store every trade")
     finally:
         assert second.stop() == 0, second.log()
+
+
+def test_after_a_restore_the_consumer_re_reads_what_the_database_lost(
+    pipeline_env: dict[str, str], conn: psycopg2.extensions.connection, broker: Broker, topic: str, logdir: Path,
+) -> None:
+    trades = agg_trades()[:4000]
+    messages = [(m.key, m.to_json()) for m in map(trade_message, trades)]
+    publish(broker.bootstrap, topic, messages[:2500])
+    consumer = start_component("consumer", ["consumer"], pipeline_env, logdir)
+    try:
+        wait_for(lambda: scalar(conn, "SELECT count(*) FROM trades") == 2500, timeout=120, what="the first ingest")
+        with conn.cursor() as cur:
+            cur.execute("SELECT kafka_partition, next_offset FROM kafka_offsets WHERE topic = %s", (topic,))
+            position_at_backup = cur.fetchall()
+        assert sum(offset for _partition, offset in position_at_backup) == 2500
+        publish(broker.bootstrap, topic, messages[2500:])
+        wait_for(lambda: scalar(conn, "SELECT count(*) FROM trades") == len(trades), timeout=120,
+                 what="the second ingest")
+    finally:
+        assert consumer.stop() == 0, consumer.log()
+    # What a restore to the first point leaves: its trades and its position; the group's offsets
+    # in Kafka stay at the end of the topic.
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM trades WHERE trade_id > %s", (trades[2499].agg_id,))
+        cur.executemany("UPDATE kafka_offsets SET next_offset = %s WHERE topic = %s AND kafka_partition = %s",
+                        [(offset, topic, partition) for partition, offset in position_at_backup])
+    consumer = start_component("consumer", ["consumer"], pipeline_env, logdir)
+    try:
+        wait_for(lambda: scalar(conn, "SELECT count(*) FROM trades") == len(trades), timeout=120,
+                 what="the lost trades read again")
+    finally:
+        assert consumer.stop() == 0, consumer.log()
+    assert stored_ids(conn) == sorted(t.agg_id for t in trades)
+    assert "a restored database" in consumer.log()
+    assert scalar(conn, "SELECT sum(next_offset) FROM kafka_offsets WHERE topic = %s", (topic,)) == len(trades)
