@@ -2,8 +2,9 @@
 #   make up      all-in-one deployment in one podman systemd container (replay feed, Superset on :8088)
 #                on Debian 13; `make up DEBIAN=bookworm` for Debian 12
 #   make status  on that container: per-symbol freshness, gaps, dead letters, every unit the
-#                deployment manages (failed ones marked !!) and the timers' next runs;
-#                exits 1 when something needs attention, 2 when the container is not running
+#                deployment manages (failed ones marked !!) and the timers' next runs; fails
+#                when something needs attention or the container is not running
+#                (scripts/aio-status.sh by itself exits 1 and 2 for these)
 #   make logs    follow the journals of the deployment's units; `make logs UNIT=candlestack-consumer`
 #                for one (LINES=100 for more history)
 #   make down    remove that container
