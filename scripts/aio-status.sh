@@ -21,7 +21,9 @@ rc=$?
 case $rc in
   0) ;;
   1) attention+=("pipeline: candlestack-status says it needs attention") ;;
-  *) attention+=("pipeline: candlestack-status failed (exit $rc, see its header for the codes)") ;;
+  69) attention+=("pipeline: candlestack-status cannot reach the database (exit 69)") ;;
+  127) attention+=("pipeline: candlestack-status is not installed in $NAME (exit 127)") ;;
+  *) attention+=("pipeline: candlestack-status failed (exit $rc: see /usr/local/bin/candlestack-status in $NAME)") ;;
 esac
 
 echo
