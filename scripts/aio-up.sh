@@ -68,8 +68,9 @@ admin_pw="$(ansible-vault view --vault-password-file "$WORK/vault-pass" "$WORK/v
 cat <<INFO
 
   Superset:   http://127.0.0.1:$PORT/   user: admin   password: $admin_pw
+  Status:     make status   (pipeline, units, timers; exit 1 when something needs attention)
   Services:   podman exec $NAME systemctl status 'candlestack-*' tansu spark-master spark-worker 'postgresql@*'
-  Logs:       podman exec $NAME journalctl -u 'candlestack-*' -f
+  Logs:       make logs     (make logs UNIT=candlestack-consumer for one unit)
   Candles:    podman exec $NAME runuser -u postgres -- psql -d candlestack -c "SELECT symbol, timeframe, open_time, open, high, low, close, volume FROM candles ORDER BY open_time DESC LIMIT 10"
   Secrets:    $WORK/vault.yml (ansible-vault view --vault-password-file $WORK/vault-pass $WORK/vault.yml)
   Remove:     make down
