@@ -5,11 +5,14 @@
 #   tests/ansible/run-molecule.sh kafka spark     # roles/kafka and roles/spark
 #   tests/ansible/run-molecule.sh all-in-one      # molecule/all-in-one
 #   tests/ansible/run-molecule.sh all-in-one@bookworm   # ... on Debian 12
+#   tests/ansible/run-molecule.sh vagrant-lab     # inventory/lab by `vagrant up` (tests/ansible/vagrant-lab.sh)
 #
 # A scenario runs on Debian 13 (trixie) unless it is named SCENARIO@RELEASE, or
 # CANDLESTACK_DEBIAN=bookworm selects Debian 12 for every unqualified one. The CI matrix:
-# every role scenario, all-in-one (with the fault suite and the restore drill) and cluster on
-# Debian 13, and all-in-one again on Debian 12 (converge, idempotence, verify).
+# every role scenario and all-in-one (with the fault suite and the restore drill) on Debian 13,
+# the three-host lab brought up by Vagrant (vagrant-lab: converge by Vagrant's provisioner, the
+# cluster scenario's verify, idempotence), and all-in-one again on Debian 12 (check, converge,
+# idempotence, verify). The Molecule cluster scenario (the same lab) runs when named.
 #
 # Installs what it needs (podman, runc, debootstrap; .venv-ansible/; the image),
 # prints each scenario's duration and stops at the first failure (in either lane).
@@ -41,7 +44,7 @@ role_scenarios() {
 default_release="${CANDLESTACK_DEBIAN:-trixie}"
 if (($# == 0)); then
   mapfile -t scenarios < <(role_scenarios)
-  scenarios+=(all-in-one cluster all-in-one@bookworm)
+  scenarios+=(all-in-one vagrant-lab all-in-one@bookworm)
 else
   scenarios=("$@")
 fi
@@ -89,6 +92,12 @@ run_scenario() {  # run_scenario NAME[@RELEASE]: one scenario in its own directo
   local scenario=${1%@*} dir name
   export CANDLESTACK_DEBIAN
   CANDLESTACK_DEBIAN=$(release_of "$1")
+  if [[ $scenario == vagrant-lab ]]; then
+    [[ $command == test ]] || { log "vagrant-lab runs only as a whole (MOLECULE_COMMAND=test)"; return 2; }
+    log "=== $1: vagrant up, verify, provision again, destroy on Debian $CANDLESTACK_DEBIAN ==="
+    "$ROOT/tests/ansible/vagrant-lab.sh"
+    return
+  fi
   if [[ -f "molecule/$scenario/molecule.yml" ]]; then
     dir="$ROOT"; name="$scenario"
   elif [[ -f "roles/$scenario/molecule/default/molecule.yml" ]]; then
@@ -165,7 +174,7 @@ rm -f "$FAILED_MARKER" "$CANDLESTACK_TEST_VAULT_DIR/faults.log" "$CANDLESTACK_TE
 total_start=$SECONDS
 rc=0
 if [[ "${MOLECULE_LANES:-1}" == 2 && ${#scenarios[@]} -gt 1 ]]; then
-  # Two lanes: all-in-one (with the fault suite and the restore drill) and cluster in one,
+  # Two lanes: all-in-one (with the fault suite and the restore drill) and the lab in one,
   # everything else in the other, which ends with the Debian 12 all-in-one when the role
   # scenarios are done. Much of a scenario is waiting (podman exec, downloads, services
   # starting), so two lanes share 2 cores well.
@@ -175,7 +184,7 @@ if [[ "${MOLECULE_LANES:-1}" == 2 && ${#scenarios[@]} -gt 1 ]]; then
   log "two lanes; full logs in $LANE_LOG_DIR"
   declare -a heavy=() light=()
   for scenario in "${scenarios[@]}"; do
-    case "$scenario" in all-in-one | cluster) heavy+=("$scenario") ;; *) light+=("$scenario") ;; esac
+    case "$scenario" in all-in-one | cluster | vagrant-lab) heavy+=("$scenario") ;; *) light+=("$scenario") ;; esac
   done
   run_lane "${heavy[@]}" &
   heavy_pid=$!
