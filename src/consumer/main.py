@@ -136,35 +136,48 @@ class IngestLoop:
         self._assignment.assigned(len(partitions))
         log.info("partitions assigned", extra={"partitions": ",".join(str(p.partition) for p in partitions)})
         starts = self._starts(consumer, partitions)
-        if starts is not None:
-            consumer.assign(starts)
+        if starts is None:
+            return
+        assigned, moved = starts
+        consumer.assign(assigned)
+        if moved:
+            # The group's offset follows at once: a partition with nothing new to read would
+            # otherwise keep the old one (and show lag) until its next message.
+            try:
+                consumer.commit(offsets=moved, asynchronous=False)
+            except KafkaException as exc:
+                metrics.COMMIT_ERRORS.inc()
+                log.warning("offset commit failed", extra={"error": str(exc)})
 
-    def _starts(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition] | None:
-        """The assigned partitions with the offsets to start from (see position.start_position).
+    def _starts(self, consumer: Consumer,
+                partitions: list[TopicPartition]) -> tuple[list[TopicPartition], list[TopicPartition]] | None:
+        """The assigned partitions with the offsets to start from (see position.start_position),
+        and those whose start differs from the group's offset.
 
         None, i.e. the group's offsets, when the database's position or Kafka's cannot be read.
         """
         try:
             stored = self._store.positions(self._settings.kafka.topic)
             committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
-            watermarks = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10) for tp in partitions}
+            # Only the first kept offset: see start_position for why not the end.
+            first_kept = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[0] for tp in partitions}
         except (psycopg2.Error, KafkaException) as exc:
             log.warning("could not compare the database's position with the group's; starting from the group's",
                         extra={"error": first_line(exc)})
             return None
-        starts = []
+        starts, moved = [], []
         for tp in partitions:
             group = committed.get(tp.partition)
             group = group if group is not None and group >= 0 else None
-            low, high = watermarks[tp.partition]
-            start = start_position(stored.get(tp.partition), group, low, high)
-            if start.offset != group:
+            start = start_position(stored.get(tp.partition), group, first_kept[tp.partition])
+            if start.offset is not None and start.offset != group:
                 log.info("partition starts apart from the group's offset", extra={
                     "partition": tp.partition, "offset": start.offset, "group_offset": group,
                     "reason": start.reason})
+                moved.append(TopicPartition(tp.topic, tp.partition, start.offset))
             offset = OFFSET_INVALID if start.offset is None else start.offset
             starts.append(TopicPartition(tp.topic, tp.partition, offset))
-        return starts
+        return starts, moved
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assignment.assigned(0)

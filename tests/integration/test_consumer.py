@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import psycopg2.extensions
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from candlestack.consumer.batch import Batch, Record
 from candlestack.consumer.store import TradeStore
@@ -219,3 +221,46 @@ def test_after_a_restore_the_consumer_re_reads_what_the_database_lost(
     assert stored_ids(conn) == sorted(t.agg_id for t in trades)
     assert "a restored database" in consumer.log()
     assert scalar(conn, "SELECT sum(next_offset) FROM kafka_offsets WHERE topic = %s", (topic,)) == len(trades)
+
+
+def test_a_database_ahead_of_the_group_moves_the_group_to_its_position_at_once(
+    pipeline_env: dict[str, str], conn: psycopg2.extensions.connection, broker: Broker, topic: str, logdir: Path,
+) -> None:
+    """The consumer died between its database commit and its Kafka commit: the group is behind.
+
+    With nothing new to read, only the consumer's commit at assignment moves the group on; else
+    it would show lag until the partition's next message.
+    """
+    trades = agg_trades()[:2000]
+    published = publish(broker.bootstrap, topic, [(m.key, m.to_json()) for m in map(trade_message, trades)])
+    group = pipeline_env["CANDLESTACK_KAFKA_GROUP_ID"]
+    consumer = run_consumer_until_caught_up(pipeline_env, broker, topic, logdir, published)
+    assert consumer.stop() == 0, consumer.log()
+    # Put the group back, as the consumer's own static member (Tansu refuses commits from outside
+    # the group while that member is registered).
+    rewinder = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
+                         "group.instance.id": f"{group}-{socket.gethostname()}", "enable.auto.commit": False,
+                         "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+    try:
+        rewinder.subscribe([topic])
+
+        def assigned() -> list[TopicPartition]:
+            rewinder.poll(0.2)
+            return list(rewinder.assignment())
+
+        assignment: list[TopicPartition] = wait_for(assigned, timeout=60, what="the rewinder's partitions")
+        rewinder.commit(offsets=[TopicPartition(topic, tp.partition, 0) for tp in assignment], asynchronous=False)
+    finally:
+        rewinder.close()
+    watch = OffsetWatch.of(pipeline_env)
+    try:
+        assert watch.committed() == 0
+        consumer = start_component("consumer", ["consumer"], pipeline_env, logdir)
+        try:
+            wait_for(lambda: watch.committed() == published, timeout=60, what="the group at the database's position")
+        finally:
+            assert consumer.stop() == 0, consumer.log()
+    finally:
+        watch.close()
+    assert "partition starts apart from the group's offset" in consumer.log()
+    assert scalar(conn, "SELECT count(*) FROM trades") == len(trades)
