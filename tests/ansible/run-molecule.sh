@@ -174,17 +174,17 @@ rm -f "$FAILED_MARKER" "$CANDLESTACK_TEST_VAULT_DIR/faults.log" "$CANDLESTACK_TE
 total_start=$SECONDS
 rc=0
 if [[ "${MOLECULE_LANES:-1}" == 2 && ${#scenarios[@]} -gt 1 ]]; then
-  # Two lanes: all-in-one (with the fault suite and the restore drill) and the lab in one,
-  # everything else in the other, which ends with the Debian 12 all-in-one when the role
-  # scenarios are done. Much of a scenario is waiting (podman exec, downloads, services
-  # starting), so two lanes share 2 cores well.
+  # Two lanes: all-in-one (with the fault suite and the restore drill), then all-in-one on
+  # Debian 12, in one (both are the container molecule-aio: never at the same time); the role
+  # scenarios, then the lab by Vagrant, in the other. Much of a scenario is waiting (podman
+  # exec, downloads, services starting), so two lanes share 2 cores well.
   # Each scenario logs to its own file; a failure prints the end of that log.
   LANE_LOG_DIR="$(mktemp -d /tmp/candlestack-molecule-logs.XXXXXX)"
   export LANE_LOG_DIR
   log "two lanes; full logs in $LANE_LOG_DIR"
   declare -a heavy=() light=()
   for scenario in "${scenarios[@]}"; do
-    case "$scenario" in all-in-one | cluster | vagrant-lab) heavy+=("$scenario") ;; *) light+=("$scenario") ;; esac
+    case "$scenario" in all-in-one | all-in-one@* | cluster) heavy+=("$scenario") ;; *) light+=("$scenario") ;; esac
   done
   run_lane "${heavy[@]}" &
   heavy_pid=$!
