@@ -160,6 +160,13 @@ _PID_CACHE_DIR = "/run/candlestack_podman"
 
 
 def _start_time(pid):
-    """Field 22 of /proc/<pid>/stat: when the process started, in clock ticks since boot."""
+    """Field 22 of /proc/<pid>/stat: when the process started, in clock ticks since boot.
+
+    Raises OSError for a process that has exited but is not reaped yet (a zombie keeps its
+    stat, but nsenter can no longer enter it and its environ cannot be read).
+    """
     with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[19]
+        fields = stat.read().rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        raise OSError(f"process {pid} has exited")
+    return fields[19]
