@@ -128,6 +128,7 @@ class Connection(PodmanConnection):
             with open(cache, encoding="ascii") as cached:
                 pid, started = cached.read().split()
             if _start_time(pid) == started:
+                _environ(pid)  # raises OSError for a process on its way out (a container being removed)
                 return pid
         except (OSError, ValueError):
             pass
@@ -143,8 +144,7 @@ class Connection(PodmanConnection):
         return pid
 
     def _nsenter(self, pid, args, in_data):
-        with open(f"/proc/{pid}/environ", "rb") as environ:
-            env = dict(item.split(b"=", 1) for item in environ.read().split(b"\0") if b"=" in item)
+        env = _environ(pid)
         env.setdefault(b"HOME", b"/root")
         # This process is not in the container's cgroup: keep a JVM from sizing itself by it.
         env[b"JAVA_TOOL_OPTIONS"] = b"-XX:-UseContainerSupport"
@@ -157,6 +157,12 @@ class Connection(PodmanConnection):
 
 
 _PID_CACHE_DIR = "/run/candlestack_podman"
+
+
+def _environ(pid):
+    """The environment of the container's first process: the one its commands get."""
+    with open(f"/proc/{pid}/environ", "rb") as environ:
+        return dict(item.split(b"=", 1) for item in environ.read().split(b"\0") if b"=" in item)
 
 
 def _start_time(pid):
