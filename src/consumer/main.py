@@ -143,11 +143,7 @@ class IngestLoop:
         if moved:
             # The group's offset follows at once: a partition with nothing new to read would
             # otherwise keep the old one (and show lag) until its next message.
-            try:
-                consumer.commit(offsets=moved, asynchronous=False)
-            except KafkaException as exc:
-                metrics.COMMIT_ERRORS.inc()
-                log.warning("offset commit failed", extra={"error": str(exc)})
+            self._commit_offsets(moved)
 
     def _starts(self, consumer: Consumer,
                 partitions: list[TopicPartition]) -> tuple[list[TopicPartition], list[TopicPartition]] | None:
@@ -288,8 +284,10 @@ class IngestLoop:
         return self._stop.is_set()
 
     def _commit(self, batch: Batch) -> None:
-        offsets = [TopicPartition(topic, partition, offset)
-                   for (topic, partition), offset in sorted(batch.next_offsets.items())]
+        self._commit_offsets([TopicPartition(topic, partition, offset)
+                              for (topic, partition), offset in sorted(batch.next_offsets.items())])
+
+    def _commit_offsets(self, offsets: list[TopicPartition]) -> None:
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:

@@ -229,8 +229,10 @@ class TradeStore:
         first, second = batch.halves()
         first.dead_letters = batch.dead_letters
         result = self.write_isolating(first).plus(self.write_isolating(second))
-        # Both halves are durable: only now may the position move past them.
-        self.write(Batch(next_offsets=batch.next_offsets))
+        # Both halves are durable: only now may the position move past them. (A half split again
+        # carries no offsets: its parent writes them.)
+        if batch.next_offsets:
+            self.write(Batch(next_offsets=batch.next_offsets))
         return result
 
     def _refuse(self, batch: Batch, exc: psycopg2.Error) -> WriteResult:
