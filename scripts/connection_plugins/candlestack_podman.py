@@ -136,10 +136,16 @@ class Connection(PodmanConnection):
         pid = to_native(stdout).strip()
         if rc != 0 or not pid.isdigit() or pid == "0":
             return None
+        try:
+            started = _start_time(pid)
+        except OSError:
+            # Podman's record names a process that is gone (its state outlived the container's
+            # processes): `podman exec` then fails with podman's own explanation.
+            return None
         os.makedirs(_PID_CACHE_DIR, mode=0o700, exist_ok=True)
         partial = f"{cache}.{os.getpid()}"
         with open(partial, "w", encoding="ascii") as fresh:
-            fresh.write(f"{pid} {_start_time(pid)}\n")
+            fresh.write(f"{pid} {started}\n")
         os.replace(partial, cache)
         return pid
 

@@ -120,6 +120,9 @@ run_with_faults() {  # run_with_faults DIR NAME
   local dir=$1 name=$2 rc=0
   [[ -x $ROOT/.venv/bin/pytest ]] || {
     log "the fault suite needs $ROOT/.venv (python3 -m venv .venv && .venv/bin/pip install -e '.[dev]')"; return 2; }
+  # `--destroy never` also skips the destroy that `test` begins with: do it here, so that a
+  # container left by an interrupted run is not taken for this run's (its processes may be gone).
+  (cd "$dir" && molecule destroy --scenario-name "$name") || true
   (cd "$dir" && molecule test --scenario-name "$name" --destroy never) || rc=$?
   if ((rc == 0)); then
     log "=== all-in-one: fault suite on the converged host ==="
