@@ -75,7 +75,7 @@ def _reason(exc: psycopg2.Error) -> str:
 
 def db_command(args: argparse.Namespace) -> int:
     """``db migrate|retention``; database errors become one line and an exit code."""
-    settings = DatabaseSettings.from_env()
+    settings = DatabaseSettings.from_env(_environ(args.env_file))
     logs.setup(settings.log)
     with database_errors(settings.postgres, needs=_NEEDS[args.action]):
         return _db_action(args, settings)
@@ -149,14 +149,18 @@ def _retry_on_lock_timeout(action: Callable[[], int], *, attempts: int) -> int:
     raise AssertionError("unreachable")
 
 
+def _environ(env_file: str | None) -> dict[str, str] | None:
+    """The process environment overlaid with ``--env-file``'s variables (``-``: stdin), if given."""
+    return {**os.environ, **read_env_file(env_file)} if env_file else None
+
+
 def status_command(args: argparse.Namespace) -> int:
     """``status``: exit 0 when healthy, 1 when something needs attention (see ``status.attention``).
 
     With ``--env-file`` the file's variables take precedence over the process environment, so
     the deployed wrapper always uses the read-only credential it was installed with.
     """
-    environ = {**os.environ, **read_env_file(args.env_file)} if args.env_file else None
-    settings = DatabaseSettings.from_env(environ)
+    settings = DatabaseSettings.from_env(_environ(args.env_file))
     logs.setup(settings.log)
     with database_errors(settings.postgres, needs=_NEEDS["status"]):
         conn = db.connect(settings.postgres)

@@ -28,6 +28,8 @@ def _utc(text: str) -> datetime:
 
 STATUS_EXIT_CODES = ("exit codes: 0 healthy, 1 needs attention, 69 PostgreSQL unreachable, "
                      "70 other database error, 77 permission denied, 78 bad settings")
+ENV_FILE_HELP = ("read CANDLESTACK_* settings from this KEY=VALUE file first, '-' for standard input "
+                 "(its values win over the environment)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "`candlestack replay --help` lists its options", add_help=False)
 
     db = sub.add_parser("db", help="database administration")
+    db.add_argument("--env-file", metavar="FILE", help=ENV_FILE_HELP)
     db_sub = db.add_subparsers(dest="action", required=True)
     db_sub.add_parser("migrate", help="apply pending schema migrations (safe to re-run)")
     retention = db_sub.add_parser("retention", help="drop raw-trade partitions older than the retention")
@@ -63,8 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "exit 0 healthy, 1 needs attention",
                             epilog=STATUS_EXIT_CODES)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    status.add_argument("--env-file", help="read CANDLESTACK_* settings from this KEY=VALUE file first "
-                                           "(its values win over the environment)")
+    status.add_argument("--env-file", metavar="FILE", help=ENV_FILE_HELP)
     status.add_argument("--stale-after", type=float, default=300.0, metavar="SECONDS",
                         help="a trade age, ingest or candle lag above this needs attention (default 300)")
     return parser

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,7 +166,8 @@ def _whole_number(name: str, raw: str, minimum: int, maximum: int | None) -> int
 
 
 def read_env_file(path: str) -> dict[str, str]:
-    """The ``KEY=VALUE`` lines of an environment file, as systemd's ``EnvironmentFile=`` reads them.
+    """The ``KEY=VALUE`` lines of an environment file (``-``: standard input), as systemd's
+    ``EnvironmentFile=`` reads them.
 
     Covers what the deployment writes: blank lines and ``#``/``;`` comments are skipped, and a
     value may be in double quotes (a backslash escapes the next character, as
@@ -175,12 +177,13 @@ def read_env_file(path: str) -> dict[str, str]:
     Raises:
         SettingsError: naming the file, when it cannot be read or a line is not ``KEY=VALUE``.
     """
-    try:
-        with open(path, encoding="utf-8") as file:
-            lines = file.read().splitlines()
-    except OSError as exc:
-        hint = " (it is root's: run with sudo)" if isinstance(exc, PermissionError) else ""
-        raise SettingsError(path, f"cannot read: {exc.strerror}{hint}") from None
+    if path == "-":
+        # Standard input: a deployment tool hands the credential over without writing it to
+        # disk or putting it in a process's arguments or environment.
+        lines = sys.stdin.read().splitlines()
+        path = "standard input"
+    else:
+        lines = _read_lines(path)
     values: dict[str, str] = {}
     for number, line in enumerate(lines, start=1):
         text = line.strip()
@@ -191,6 +194,15 @@ def read_env_file(path: str) -> dict[str, str]:
             raise SettingsError(path, f"line {number} is not KEY=VALUE")
         values[key.strip()] = _unquote(value.strip())
     return values
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read().splitlines()
+    except OSError as exc:
+        hint = " (it is root's: run with sudo)" if isinstance(exc, PermissionError) else ""
+        raise SettingsError(path, f"cannot read: {exc.strerror}{hint}") from None
 
 
 def _unquote(value: str) -> str:

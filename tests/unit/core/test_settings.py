@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 from pathlib import Path
@@ -82,6 +83,15 @@ def test_env_file_is_parsed_not_executed(tmp_path: Path) -> None:
     assert read_env_file(str(path)) == {"CANDLESTACK_PG_USER": "candlestack_status",
                                         "CANDLESTACK_PG_PASSWORD": 'a"b\\c$(x)`y`', "PLAIN": "v=1",
                                         "SINGLE": 'q "r"'}
+
+
+def test_env_file_dash_reads_standard_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO('CANDLESTACK_PG_PASSWORD="s3cret"\nbroken\n'))
+    with pytest.raises(SettingsError) as bad:
+        read_env_file("-")
+    assert (bad.value.variable, bad.value.reason) == ("standard input", "line 2 is not KEY=VALUE")
+    monkeypatch.setattr("sys.stdin", io.StringIO('CANDLESTACK_PG_PASSWORD="s3cret"\n'))
+    assert read_env_file("-") == {"CANDLESTACK_PG_PASSWORD": "s3cret"}
 
 
 def test_env_file_errors_name_the_file(tmp_path: Path) -> None:
