@@ -64,6 +64,7 @@ def read_trades(spark: SparkSession, postgres: PostgresSettings, where: list[str
         "fetchsize": "20000",
         "customSchema": CUSTOM_SCHEMA,
         "ApplicationName": "candlestack-aggregator-spark",
+        **postgres.jdbc_tls_properties(),
     }
     return spark.read.jdbc(postgres.jdbc_url(), SOURCE, predicates=where, properties=properties)
 

@@ -286,7 +286,14 @@ TABLE: tuple[Setting, ...] = (
     Choice(name="PG_SSLMODE", default="prefer",
            choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"), used_by=DATABASE_USERS,
            help="libpq's sslmode",
-           role=(RoleVariable("candlestack_pg_sslmode"),)),
+           role=(RoleVariable("candlestack_pg_sslmode", role_default="verify-full",
+                              differs_because="a deployment verifies PostgreSQL's certificate and name "
+                                              "against its own CA (roles/pki)"),)),
+    Text(name="PG_SSLROOTCERT", default=None, form="path of a PEM file", used_by=DATABASE_USERS,
+         help="CA certificate the server's certificate is checked against (libpq's and the JDBC "
+              "driver's sslrootcert); unset: libpq's default, ~/.postgresql/root.crt",
+         role=(RoleVariable("candlestack_pg_sslrootcert", role_default="/etc/ssl/candlestack/ca.crt",
+                            differs_because="the deployment's CA, installed by roles/pki"),)),
 
     Listing(name="INTERVALS", default="1m,5m", form="comma-separated, of `1m 3m 5m 15m 30m 1h 2h 4h 6h 12h 1d`",
             used_by=("aggregator",),

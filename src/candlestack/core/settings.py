@@ -231,6 +231,7 @@ class PostgresSettings:
     user: str = DEFAULTS.text("PG_USER")
     password: str | None = DEFAULTS.optional_text("PG_PASSWORD")
     sslmode: str = DEFAULTS.choice("PG_SSLMODE")
+    sslrootcert: str | None = DEFAULTS.optional_text("PG_SSLROOTCERT")
     # Not a setting: each component names itself (from_env's argument).
     application_name: str = "candlestack"
 
@@ -249,6 +250,7 @@ class PostgresSettings:
             user=env.text("PG_USER"),
             password=password,
             sslmode=env.choice("PG_SSLMODE"),
+            sslrootcert=env.optional_text("PG_SSLROOTCERT"),
             application_name=application_name,
         )
 
@@ -264,7 +266,16 @@ class PostgresSettings:
         }
         if self.password is not None:
             kwargs["password"] = self.password
+        if self.sslrootcert is not None:
+            kwargs["sslrootcert"] = self.sslrootcert
         return kwargs
+
+    def jdbc_tls_properties(self) -> dict[str, str]:
+        """The same TLS checks for the JDBC driver (its property names are libpq's)."""
+        properties = {"sslmode": self.sslmode}
+        if self.sslrootcert is not None:
+            properties["sslrootcert"] = self.sslrootcert
+        return properties
 
     def jdbc_url(self) -> str:
         host = "localhost" if self.host.startswith("/") else self.host

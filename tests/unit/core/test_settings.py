@@ -100,3 +100,15 @@ def test_env_file_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as bad:
         read_env_file(str(path))
     assert (bad.value.variable, bad.value.reason) == (str(path), "line 1 is not KEY=VALUE")
+
+
+def test_the_ca_certificate_reaches_libpq_and_the_jdbc_driver() -> None:
+    environ = {"CANDLESTACK_PG_HOST": "db.internal", "CANDLESTACK_PG_PASSWORD": "pw",
+               "CANDLESTACK_PG_SSLMODE": "verify-full", "CANDLESTACK_PG_SSLROOTCERT": "/etc/ssl/candlestack/ca.crt"}
+    postgres = ConsumerSettings.from_env(environ).postgres
+    assert postgres.connect_kwargs()["sslmode"] == "verify-full"
+    assert postgres.connect_kwargs()["sslrootcert"] == "/etc/ssl/candlestack/ca.crt"
+    assert postgres.jdbc_tls_properties() == {"sslmode": "verify-full", "sslrootcert": "/etc/ssl/candlestack/ca.crt"}
+    unset = ConsumerSettings.from_env({"CANDLESTACK_PG_HOST": "db.internal", "CANDLESTACK_PG_PASSWORD": "pw"}).postgres
+    assert "sslrootcert" not in unset.connect_kwargs()
+    assert unset.jdbc_tls_properties() == {"sslmode": "prefer"}
