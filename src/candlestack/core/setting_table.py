@@ -37,6 +37,10 @@ WITH_METRICS: tuple[Component, ...] = ("producer", "consumer", "aggregator")
 
 Scalar = str | int | float | bool
 
+# The fewest days `db retention` keeps. drop_trade_partitions_before (migration 0007) refuses a
+# younger cutoff with its own copy of this number; tests check that the two agree.
+RETENTION_MIN_DAYS = 2
+
 
 @dataclass(frozen=True, slots=True)
 class RoleVariable:
@@ -341,7 +345,7 @@ TABLE: tuple[Setting, ...] = (
             help="parallel JDBC reads; also Spark's shuffle partitions (at least 2)",
             role=(RoleVariable("candlestack_aggregator_read_partitions"),)),
 
-    Integer(name="RETENTION_DAYS", default=30, minimum=1, used_by=("admin",),
+    Integer(name="RETENTION_DAYS", default=30, minimum=RETENTION_MIN_DAYS, used_by=("admin",),
             help="`db retention`: raw-trade partitions older than this are dropped",
             role=(RoleVariable("candlestack_retention_days"),)),
     Integer(name="PARTITIONS_AHEAD_DAYS", default=3, maximum=366, used_by=("admin",),
