@@ -41,6 +41,9 @@ Scalar = str | int | float | bool
 # younger cutoff with its own copy of this number; tests check that the two agree.
 RETENTION_MIN_DAYS = 2
 
+# The role's database logins, one per job (candlestack_pg_<login>_user and _password).
+PG_LOGINS = ("owner", "consumer", "aggregator", "retention", "status")
+
 
 @dataclass(frozen=True, slots=True)
 class RoleVariable:
@@ -281,12 +284,12 @@ TABLE: tuple[Setting, ...] = (
          help="login",
          role=tuple(RoleVariable(f"candlestack_pg_{login}_user", role_default=f"candlestack_{login}",
                                  differs_because="one login per component, each granted only what it needs")
-                    for login in ("owner", "consumer", "aggregator", "status"))),
+                    for login in PG_LOGINS)),
     Text(name="PG_PASSWORD", default=None, form="required over TCP; a Unix socket directory may do without",
          used_by=DATABASE_USERS,
          help="password of the login",
          role=tuple(RoleVariable(f"candlestack_pg_{login}_password")
-                    for login in ("owner", "consumer", "aggregator", "status"))),
+                    for login in PG_LOGINS)),
     Choice(name="PG_SSLMODE", default="prefer",
            choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"), used_by=DATABASE_USERS,
            help="libpq's sslmode",
