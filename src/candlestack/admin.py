@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # What each command's login needs; named in the one-line error when a privilege is missing.
 _NEEDS = {
     "migrate": "the database owner",
-    "retention": "a member of candlestack_aggregate",
+    "retention": "a member of candlestack_prune",
     "partitions": "a member of candlestack_ingest",
     "status": "a member of candlestack_read",
 }
@@ -93,9 +93,15 @@ def _db_action(args: argparse.Namespace, settings: DatabaseSettings) -> int:
         if args.action == "partitions":
             ahead = settings.partitions_ahead_days if args.ahead is None else args.ahead
             return create_partitions(conn, ahead_days=ahead)
-        keep_days = args.keep_days or settings.retention_days
-        cutoff = (datetime.now(UTC) - timedelta(days=keep_days)).date()
+        keep_days: int = settings.retention_days if args.keep_days is None else args.keep_days
         with conn, conn.cursor() as cur:
+            # The cutoff is taken from the database's clock in the dropping transaction: the function
+            # checks it against the same now(), so a host clock ahead of the server's, or a run
+            # across midnight, cannot turn an allowed --keep-days into a refused cutoff.
+            cur.execute("SELECT (now() AT TIME ZONE 'UTC')::date - %s::integer", (keep_days,))
+            row = cur.fetchone()
+            assert row is not None
+            cutoff: date = row[0]
             # The function keeps partitions the aggregator has not finished, and says why.
             cur.execute("SELECT partition_name, dropped, reason FROM drop_trade_partitions_before(%s)", (cutoff,))
             results = cur.fetchall()

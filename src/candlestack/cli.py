@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from candlestack.core.errors import DatabaseError, SettingsError
+from candlestack.core.setting_table import RETENTION_MIN_DAYS
 
 log = logging.getLogger("candlestack")
 
@@ -24,6 +25,18 @@ def _utc(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO date/time: {text!r}") from None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _keep_days(text: str) -> int:
+    """``--keep-days``: whole days, at least what the database's retention function accepts."""
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of days: {text!r}") from None
+    if days < RETENTION_MIN_DAYS:
+        raise argparse.ArgumentTypeError(f"{days} is too few: at least {RETENTION_MIN_DAYS} days are kept "
+                                         "(the database refuses to drop younger partitions)")
+    return days
 
 
 STATUS_EXIT_CODES = ("exit codes: 0 healthy, 1 needs attention, 69 PostgreSQL unreachable, "
@@ -57,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="action", required=True)
     db_sub.add_parser("migrate", help="apply pending schema migrations (safe to re-run)")
     retention = db_sub.add_parser("retention", help="drop raw-trade partitions older than the retention")
-    retention.add_argument("--keep-days", type=int, help="days to keep (default CANDLESTACK_RETENTION_DAYS or 30)")
+    retention.add_argument("--keep-days", type=_keep_days, metavar="N",
+                           help=f"days to keep, at least {RETENTION_MIN_DAYS} "
+                                "(default CANDLESTACK_RETENTION_DAYS or 30)")
     partitions = db_sub.add_parser("partitions", help="create the raw-trade partitions of today and the next days")
     partitions.add_argument("--ahead", type=int, choices=range(367), metavar="N",
                             help="days after today (default CANDLESTACK_PARTITIONS_AHEAD_DAYS or 3)")

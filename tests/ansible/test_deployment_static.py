@@ -217,9 +217,31 @@ def test_every_vault_secret_is_documented_and_generated(inventory: str) -> None:
     referenced = _referenced_vault_names(inventory)
     example = set(re.findall(r"^(vault_[a-z0-9_]+):", (ROOT / inventory / "group_vars" / "all" / "vault.yml.example")
                              .read_text(), re.M))
-    assert "vault_candlestack_status_db_password" in referenced
+    assert {"vault_candlestack_status_db_password", "vault_candlestack_retention_db_password"} <= referenced
     assert referenced <= example, referenced - example
     assert referenced <= _make_vault_names(), referenced - _make_vault_names()
+
+
+@pytest.mark.parametrize("inventory", ["inventory/local", "inventory/lab", "inventory/cluster"])
+def test_every_inventory_deploys_the_retention_login(venv_bin: Path, inventory: str) -> None:
+    """The retention job logs in as its own user, granted only candlestack_prune (which
+    drop_trade_partitions_before needs since migration 0007), from every pipeline host."""
+    groups, hostvars = _inventory(inventory, venv_bin)
+    role_defaults = yaml.safe_load((ROOT / "roles" / "postgresql" / "defaults" / "main.yml").read_text())
+    for host in groups["pipeline"]:
+        assert hostvars[host]["candlestack_pg_retention_password"] == (
+            "{{ vault_candlestack_retention_db_password }}"), host
+    for host in groups["postgresql"]:
+        # Pre-created by the role: the owner that runs the migration has no CREATEROLE.
+        group_roles = hostvars[host].get("postgresql_group_roles", role_defaults["postgresql_group_roles"])
+        assert "candlestack_prune" in group_roles, host  # type: ignore[operator]
+        users = {user["name"]: user for user in hostvars[host]["postgresql_users"]}
+        assert users["candlestack_retention"]["groups"] == ["candlestack_prune"], host
+        assert users["candlestack_retention"]["databases"] == ["candlestack"], host
+        assert "candlestack_prune" not in users["candlestack_aggregator"]["groups"], host
+        for client in hostvars[host].get("postgresql_hba_clients", []):
+            if "candlestack_owner" in client["users"]:
+                assert "candlestack_retention" in client["users"], (host, client)
 
 
 @pytest.mark.parametrize("inventory", ["inventory/local", "inventory/lab", "inventory/cluster"])

@@ -136,7 +136,8 @@ GOOD = "x" * 48
 CASES = {
     "postgresql": {"postgresql_users": [{"name": "candlestack_owner", "password": GOOD}]},
     "candlestack": {name: GOOD for name in ("candlestack_pg_owner_password", "candlestack_pg_consumer_password",
-                                            "candlestack_pg_aggregator_password", "candlestack_pg_status_password")},
+                                            "candlestack_pg_aggregator_password", "candlestack_pg_retention_password",
+                                            "candlestack_pg_status_password")},
     "superset": {name: GOOD for name in ("superset_secret_key", "superset_admin_password",
                                          "superset_metadata_db_password", "superset_candlestack_db_password")},
     "pgbackrest": {"pgbackrest_cipher_pass": GOOD},

@@ -103,7 +103,7 @@ def test_aggregator_run_in_local_mode_then_status_and_retention(
     table = run(pg, database, "status")
     assert "XRPETH" in table.stdout and "dead letters: 0" in table.stdout
 
-    retention = run(pg, database, "db", "retention", "--keep-days", "1")
+    retention = run(pg, database, "db", "retention", "--keep-days", "2")
     assert retention.returncode == 0, retention.stderr
     assert "dropped trades_20191011" in retention.stdout.splitlines()
     assert scalar(conn, "SELECT count(*) FROM trades") == 0

@@ -148,7 +148,7 @@ def test_a_login_without_the_group_role_gets_one_line(
                                 f"127.0.0.1:{pg.port}/{database}; this command needs a member of candlestack_read)")
     retention = run(as_user(pg, database, OUTSIDER), "db", "retention")
     assert retention.returncode == 77
-    assert "needs a member of candlestack_aggregate" in one_line(retention)
+    assert "needs a member of candlestack_prune" in one_line(retention)
 
 
 def test_an_unreachable_database_gets_one_line(pg: Postgres) -> None:

@@ -218,6 +218,7 @@ def databases(postgres: Postgres) -> Postgres:
         CREATE DATABASE candlestack OWNER candlestack_owner;
         CREATE ROLE candlestack_ingest NOLOGIN;
         CREATE ROLE candlestack_aggregate NOLOGIN;
+        CREATE ROLE candlestack_prune NOLOGIN;
         CREATE ROLE candlestack_read NOLOGIN;
         CREATE ROLE candlestack_superset LOGIN PASSWORD '{PASSWORDS["candlestack_superset"]}'
             IN ROLE candlestack_read;

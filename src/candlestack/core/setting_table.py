@@ -37,6 +37,13 @@ WITH_METRICS: tuple[Component, ...] = ("producer", "consumer", "aggregator")
 
 Scalar = str | int | float | bool
 
+# The fewest days `db retention` keeps. drop_trade_partitions_before (migration 0007) refuses a
+# younger cutoff with its own copy of this number; tests check that the two agree.
+RETENTION_MIN_DAYS = 2
+
+# The role's database logins, one per job (candlestack_pg_<login>_user and _password).
+PG_LOGINS = ("owner", "consumer", "aggregator", "retention", "status")
+
 
 @dataclass(frozen=True, slots=True)
 class RoleVariable:
@@ -277,12 +284,12 @@ TABLE: tuple[Setting, ...] = (
          help="login",
          role=tuple(RoleVariable(f"candlestack_pg_{login}_user", role_default=f"candlestack_{login}",
                                  differs_because="one login per component, each granted only what it needs")
-                    for login in ("owner", "consumer", "aggregator", "status"))),
+                    for login in PG_LOGINS)),
     Text(name="PG_PASSWORD", default=None, form="required over TCP; a Unix socket directory may do without",
          used_by=DATABASE_USERS,
          help="password of the login",
          role=tuple(RoleVariable(f"candlestack_pg_{login}_password")
-                    for login in ("owner", "consumer", "aggregator", "status"))),
+                    for login in PG_LOGINS)),
     Choice(name="PG_SSLMODE", default="prefer",
            choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"), used_by=DATABASE_USERS,
            help="libpq's sslmode",
@@ -348,7 +355,7 @@ TABLE: tuple[Setting, ...] = (
             help="parallel JDBC reads; also Spark's shuffle partitions (at least 2)",
             role=(RoleVariable("candlestack_aggregator_read_partitions"),)),
 
-    Integer(name="RETENTION_DAYS", default=30, minimum=1, used_by=("admin",),
+    Integer(name="RETENTION_DAYS", default=30, minimum=RETENTION_MIN_DAYS, used_by=("admin",),
             help="`db retention`: raw-trade partitions older than this are dropped",
             role=(RoleVariable("candlestack_retention_days"),)),
     Integer(name="PARTITIONS_AHEAD_DAYS", default=3, maximum=366, used_by=("admin",),
