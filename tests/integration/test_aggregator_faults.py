@@ -215,7 +215,7 @@ def test_retention_keeps_partitions_the_aggregator_has_not_finished(
         monkeypatch.setenv(key, value)
 
     def retention() -> tuple[list[str], str]:
-        assert admin.db_command(argparse.Namespace(action="retention", keep_days=2)) == 0
+        assert admin.db_command(argparse.Namespace(action="retention", keep_days=2, env_file=None)) == 0
         out = capsys.readouterr()
         return out.out.splitlines(), out.err
 
