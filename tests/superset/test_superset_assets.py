@@ -421,6 +421,9 @@ def superset(workdir: Path, market_data: dict[str, list[Candle]], databases: Pos
         "superset_metadata_db_host": "127.0.0.1",
         "superset_metadata_db_port": databases.port,
         "superset_metadata_db_password": PASSWORDS["superset"],
+        # The test's PostgreSQL has no certificate; TLS to the metadata database is checked on
+        # the deployed hosts (Molecule).
+        "superset_metadata_db_sslmode": "disable",
         "superset_behind_proxy": False,
     }
     run([str(venv / "bin/python"), str(HERE / "render_config.py"), str(ROLE), str(config)], input=json.dumps(overrides))
