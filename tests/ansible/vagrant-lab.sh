@@ -5,6 +5,8 @@
 # site.yml (see the Vagrantfile and README, "Vagrant without a VM"). Then:
 #   verify       molecule/shared/verify.yml (the checks of Molecule's cluster scenario) against
 #                the inventory Vagrant generated, with the lab's group_vars
+#   outsider     molecule/shared/outsider.yml: a container without credentials on the lab's
+#                network finds every port closed but Superset's https (and its redirect)
 #   idempotence  `vagrant provision` again: every host must report changed=0
 #   destroy      `vagrant destroy -f` (also on failure, unless VAGRANT_LAB_KEEP=1)
 # and prints each step's duration.
@@ -89,6 +91,13 @@ verify() {
     molecule/shared/verify.yml
 }
 
+outsider() {
+  # A container with no credentials on the lab's network: every port but nginx's is closed to it.
+  ansible-playbook -i .vagrant/provisioners/ansible/inventory -i "$CANDLESTACK_INVENTORY" \
+    -e "@$CANDLESTACK_VAULT_FILE" --vault-password-file "$CANDLESTACK_VAULT_PASSWORD_FILE" \
+    molecule/shared/outsider.yml
+}
+
 idempotence() {
   local out="$work/provision-again.log" changed recaps
   vagrant provision 2>&1 | tee "$out"
@@ -103,4 +112,5 @@ idempotence() {
 
 step up vagrant up --provider=docker
 step verify verify
+step outsider outsider
 step idempotence idempotence
