@@ -1,12 +1,12 @@
 """Probe a deployment from a host that holds no credentials and is in no inventory group.
 
-Run inside the outsider container as ``python3 -c "$(cat outsider_probe.py)" PLAN_JSON`` with the
-deployment's CA certificate (PEM) on stdin. The plan::
+Run inside the outsider container as ``python3 - PLAN_JSON < outsider_probe.py``. The plan::
 
     {"closed": [["192.168.57.11", 5432], ...],       # must not accept a TCP connection
      "open": [["192.168.57.11", 443], ...],          # must accept one (proves the probe can see)
      "redirect": ["http://192.168.57.11/"],          # plain HTTP: a redirect to https, nothing else
-     "https": ["https://192.168.57.11/health"]}      # TLS verified against the CA, HSTS on
+     "https": ["https://192.168.57.11/health"],      # TLS verified against the CA, HSTS on
+     "ca": "-----BEGIN CERTIFICATE-----..."}         # the deployment's CA (public)
 
 Prints one JSON line per check and exits 1 when any check fails. Only the standard library: the
 outsider is a bare Debian image.
@@ -59,13 +59,13 @@ def check_https(url: str, ca_pem: str) -> dict:
 
 def main() -> int:
     plan = json.loads(sys.argv[1])
-    ca_pem = sys.stdin.read()
+    ca_pem = plan.get("ca", "")
     results: list[dict] = []
     ports = [(host, int(port), "closed") for host, port in plan.get("closed", [])]
     ports += [(host, int(port), "open") for host, port in plan.get("open", [])]
     with ThreadPoolExecutor(max_workers=32) as pool:
         states = list(pool.map(lambda item: tcp_state(item[0], item[1]), ports))
-    for (host, port, expected), state in zip(ports, states):
+    for (host, port, expected), state in zip(ports, states, strict=True):
         ok = (state == "open") == (expected == "open")
         results.append({"check": "tcp", "host": host, "port": port, "expected": expected, "state": state, "ok": ok})
     for url in plan.get("redirect", []):
