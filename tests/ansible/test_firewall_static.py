@@ -51,8 +51,8 @@ LAB_EXPECTED: dict[str, dict[str, set[str]]] = {
     # postgresql, kafka, superset
     "lab-data": {
         "22": {ANY},
-        "80": {ANY},
-        "443": {ANY},
+        "80": {ANY, COMPUTE_2},  # users, and the health probe from monitoring
+        "443": {ANY, COMPUTE_2},
         "5432": {COMPUTE_1, COMPUTE_2},  # pipeline + spark worker, spark worker
         "9092": {COMPUTE_1, COMPUTE_2},  # pipeline, blackbox probe from monitoring
         "9187": {COMPUTE_2},  # postgres_exporter
