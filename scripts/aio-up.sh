@@ -34,7 +34,8 @@ if podman container exists "$NAME"; then
 else
   log "starting container $NAME from $IMAGE (Superset published on 127.0.0.1:$PORT)"
   # CAP_SYS_ADMIN: systemd 257 (Debian 13) keeps it across User= to sandbox the hardened units.
-  podman run -d --name "$NAME" --hostname "$NAME" --systemd=always --cap-add SYS_ADMIN \
+  # CAP_NET_ADMIN: roles/firewall loads its nftables table in the container's network namespace.
+  podman run -d --name "$NAME" --hostname "$NAME" --systemd=always --cap-add SYS_ADMIN --cap-add NET_ADMIN \
     --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 \
     -p "127.0.0.1:$PORT:8088" \
     -v "$CACHE/apt/$RELEASE/aio:/var/cache/apt/archives" \
@@ -51,7 +52,8 @@ start=$SECONDS
 ANSIBLE_CONNECTION_PLUGINS="$ROOT/scripts/connection_plugins" ANSIBLE_PIPELINING=true \
 ansible-playbook -i inventory/local site.yml -c candlestack_podman \
   -e "@$WORK/vault.yml" --vault-password-file "$WORK/vault-pass" \
-  -e superset_bind_address=0.0.0.0
+  -e superset_bind_address=0.0.0.0 \
+  -e '{"firewall_public_ports": [80, 443, 8088]}'
 log "deployed in $((SECONDS - start)) s"
 
 log "waiting for the first candles (replay feed -> producer -> Kafka -> consumer -> PostgreSQL -> Spark)"

@@ -39,6 +39,12 @@ def build_session(settings: AggregatorSettings, *, app_name: str = "candlestack-
     if settings.driver_host:
         builder = (builder.config("spark.driver.host", settings.driver_host)
                    .config("spark.driver.bindAddress", settings.driver_host))
+    # Fixed ports for a host firewall: the driver's own, and the block managers' of the driver
+    # and of its executors (Spark tries the next ports when one is taken).
+    if settings.driver_port:
+        builder = builder.config("spark.driver.port", str(settings.driver_port))
+    if settings.block_manager_port:
+        builder = builder.config("spark.blockManager.port", str(settings.block_manager_port))
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     log.info("spark session ready", extra={"master": settings.spark_master, "version": session.version})

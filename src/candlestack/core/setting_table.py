@@ -318,6 +318,17 @@ TABLE: tuple[Setting, ...] = (
          help="address executors use to reach the driver; unset: Spark guesses",
          role=(RoleVariable("candlestack_spark_driver_host",
                             differs_because="this host's private address, which the cluster can reach"),)),
+    # Fixed ports, so that a host firewall can open them (roles/firewall); Spark takes the next
+    # free port when one is in use (spark.port.maxRetries, 16).
+    Integer(name="SPARK_DRIVER_PORT", default=0, maximum=65535, used_by=("aggregator",),
+            help="`spark.driver.port`, where executors and the master reach the driver; 0: a random port",
+            role=(RoleVariable("candlestack_spark_driver_port", role_default=7079,
+                               differs_because="a fixed port the host firewall opens to the Spark hosts"),)),
+    Integer(name="SPARK_BLOCK_MANAGER_PORT", default=0, maximum=65535, used_by=("aggregator",),
+            help="`spark.blockManager.port` of the driver and its executors (shuffle and result blocks); "
+                 "0: a random port",
+            role=(RoleVariable("candlestack_spark_block_manager_port", role_default=7090,
+                               differs_because="a fixed port the host firewall opens to the Spark hosts"),)),
     Text(name="SPARK_DRIVER_MEMORY", default="512m", form="JVM size such as `512m` or `2g`", used_by=("aggregator",),
          help="driver memory",
          role=(RoleVariable("candlestack_spark_driver_memory"),)),
