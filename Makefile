@@ -1,5 +1,5 @@
 # candlestack deployment shortcuts. Everything runs as root on a Debian host with podman.
-#   make up      all-in-one deployment in one podman systemd container (replay feed, Superset on :8088)
+#   make up      all-in-one deployment in one podman systemd container (replay feed, Superset on https://localhost:8443)
 #                on Debian 13; `make up DEBIAN=bookworm` for Debian 12
 #   make status  on that container: per-symbol freshness, gaps, dead letters, every unit the
 #                deployment manages (failed ones marked !!) and the timers' next runs; fails
@@ -19,7 +19,7 @@ AIO_NAME ?= candlestack-aio
 # The container's Debian release: trixie (13) or bookworm (12).
 DEBIAN ?= trixie
 export CANDLESTACK_DEBIAN := $(DEBIAN)
-AIO_PORT ?= 8088
+AIO_PORT ?= 8443
 WORK := $(ROOT)/.work/aio
 VENV_BIN = $(shell $(ROOT)/scripts/ansible-venv.sh)
 

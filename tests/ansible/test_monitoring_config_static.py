@@ -1,6 +1,6 @@
 """roles/monitoring's Prometheus and Alertmanager configurations, rendered for each inventory.
 
-`render-monitoring.yml` templates prometheus.yml.j2 and alertmanager.yml.j2 for the inventory's
+`render-monitoring.yml` templates prometheus.yml.j2, alertmanager.yml.j2 and blackbox.yml.j2 for the inventory's
 first monitoring host (no connection to any host, one ansible-playbook run per inventory, on a
 copy of the inventory without its vault and with a throwaway one from scripts/make-vault.sh).
 Then: `promtool check config --syntax-only` and `amtool check-config` accept them, and the scrape
@@ -122,6 +122,7 @@ class Rendered:
     alertmanager_file: Path
     prometheus: dict[str, Any]
     alertmanager: dict[str, Any]
+    blackbox: dict[str, Any]
 
     def job(self, name: str) -> dict[str, Any]:
         jobs: dict[str, dict[str, Any]] = {job["job_name"]: job for job in self.prometheus["scrape_configs"]}
@@ -174,6 +175,7 @@ def rendered(
         alertmanager_file=out / "alertmanager.yml",
         prometheus=_yaml(out / "prometheus.yml"),
         alertmanager=_yaml(out / "alertmanager.yml"),
+        blackbox=_yaml(out / "blackbox.yml"),
     )
 
 
@@ -289,8 +291,19 @@ def test_superset_health_probe_of_every_superset_host(rendered: Rendered) -> Non
     targets = rendered.targets("superset")
     assert sorted(instance for instance, _ in targets) == inv.group("superset")
     for instance, target in targets:
-        port = inv.setting(instance, "superset_port", "superset")
-        assert target == f"http://{inv.private(instance)}:{port}/health", instance
+        # Through nginx on the private address (Superset's own port is on loopback).
+        port = inv.setting(instance, "nginx_https_port", "nginx")
+        suffix = "" if port == 443 else f":{port}"
+        assert target == f"https://{inv.private(instance)}{suffix}/health", instance
+
+
+def test_superset_probe_checks_the_certificate_against_the_ca(rendered: Rendered) -> None:
+    """The http_2xx module trusts roles/pki's CA only, and a plain-HTTP answer fails the probe."""
+    http = rendered.blackbox["modules"]["http_2xx"]["http"]
+    ca = f"{_role_default('pki', 'pki_host_dir')}/ca.crt"
+    assert http["tls_config"] == {"ca_file": ca}
+    assert http["fail_if_not_ssl"] is True
+    assert not http["tls_config"].get("insecure_skip_verify", False)
 
 
 def test_kafka_listener_probe_of_every_broker(rendered: Rendered) -> None:
@@ -304,7 +317,8 @@ def test_kafka_listener_probe_of_every_broker(rendered: Rendered) -> None:
 
 
 def _host_part(target: str) -> str:
-    return target.removeprefix("http://").split("/", 1)[0].rsplit(":", 1)[0]
+    host_port = target.removeprefix("http://").removeprefix("https://").split("/", 1)[0]
+    return host_port.rsplit(":", 1)[0] if ":" in host_port else host_port
 
 
 def test_loopback_only_where_the_target_is_on_the_monitoring_host(rendered: Rendered) -> None:

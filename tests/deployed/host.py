@@ -25,7 +25,7 @@ CANDLESTACK_PYTHON = "/opt/candlestack/venv/bin/python"
 
 PIPELINE_UNITS = ("candlestack-replay", "candlestack-producer", "candlestack-consumer", "candlestack-aggregator")
 # With the PostgreSQL instance, whose name carries the release's major version: see postgres_unit.
-PLATFORM_SERVICES = ("tansu", "spark-master", "spark-worker", "superset")
+PLATFORM_SERVICES = ("tansu", "spark-master", "spark-worker", "superset", "nginx")
 
 
 class HostCommandError(RuntimeError):
