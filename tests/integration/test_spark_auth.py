@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.session import NETWORK_CRYPTO
+from candlestack.aggregator.session import NETWORK_CRYPTO
 from tests.harness.services import SparkCluster, spark_standalone
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DRIVER = """
 import os, pathlib
 from candlestack.core.settings import AggregatorSettings
-from aggregator.session import build_session
+from candlestack.aggregator.session import build_session
 settings = AggregatorSettings.from_env()
 spark = build_session(settings, app_name="auth-test")
 total = spark.sparkContext.parallelize(range(1000), 2).map(lambda n: n * 2).sum()
