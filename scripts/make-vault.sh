@@ -31,6 +31,10 @@ if ! grep -q '^vault_superset_secret_key:' <<<"$current"; then
   next+=$'\n'"$(printf 'vault_superset_secret_key: "%s"' "$(openssl rand -base64 42 | tr -d '\n')")"
   added=$((added + 1))
 fi
+if ! grep -q '^vault_spark_auth_secret:' <<<"$current"; then
+  next+=$'\n'"$(printf 'vault_spark_auth_secret: "%s"' "$(openssl rand -base64 32 | tr -d '\n')")"
+  added=$((added + 1))
+fi
 if ! grep -q '^vault_pgbackrest_cipher_pass:' <<<"$current"; then
   next+=$'\n'"$(printf 'vault_pgbackrest_cipher_pass: "%s"' "$(openssl rand -base64 48 | tr -d '\n')")"
   added=$((added + 1))

@@ -7,47 +7,96 @@ import logging
 import os
 import subprocess
 import time
+from pathlib import Path
 
-from pyspark import SparkContext
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
+from candlestack.core.errors import SettingsError
+from candlestack.core.setting_table import PREFIX
 from candlestack.core.settings import AggregatorSettings
 
 log = logging.getLogger(__name__)
 
 
-def build_session(settings: AggregatorSettings, *, app_name: str = "candlestack-aggregator") -> SparkSession:
+# Wire encryption once the driver authenticates: AES-GCM (authenticated; Spark's default cipher
+# is still AES-CTR) with the newer key exchange, and no fallback to the weaker SASL DIGEST-MD5.
+# The cluster's spark-defaults.conf (roles/spark) says the same: both ends must agree.
+NETWORK_CRYPTO = {
+    "spark.network.crypto.enabled": "true",
+    "spark.network.crypto.cipher": "AES/GCM/NoPadding",
+    "spark.network.crypto.authEngineVersion": "2",
+    "spark.network.crypto.saslFallback": "false",
+}
+
+
+def read_auth_secret(path: str) -> str:
+    """The cluster's shared secret from ``path`` (surrounding whitespace stripped).
+
+    Raises:
+        SettingsError: the file cannot be read or is empty.
+    """
+    variable = PREFIX + "SPARK_AUTH_SECRET_FILE"
+    try:
+        secret = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SettingsError(variable, f"cannot read {path}: {exc.strerror}") from None
+    if not secret:
+        raise SettingsError(variable, f"{path} is empty")
+    return secret
+
+
+def session_options(settings: AggregatorSettings, *, app_name: str) -> dict[str, str]:
+    """Every Spark option of the driver but the secret: these may be on the JVM's command line."""
     utc = "-Duser.timezone=UTC"
-    builder = (
-        SparkSession.builder.master(settings.spark_master)
-        .appName(app_name)
-        .config("spark.jars", settings.jdbc_jar)
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.extraJavaOptions", utc)
-        .config("spark.executor.extraJavaOptions", utc)
-        .config("spark.driver.memory", settings.driver_memory)
-        .config("spark.executor.memory", settings.executor_memory)
+    options = {
+        "spark.master": settings.spark_master,
+        "spark.app.name": app_name,
+        "spark.jars": settings.jdbc_jar,
+        "spark.sql.session.timeZone": "UTC",
+        "spark.driver.extraJavaOptions": utc,
+        "spark.executor.extraJavaOptions": utc,
+        "spark.driver.memory": settings.driver_memory,
+        "spark.executor.memory": settings.executor_memory,
         # Candle batches are small: a handful of shuffle partitions beats the default 200.
-        .config("spark.sql.shuffle.partitions", str(max(2, settings.read_partitions)))
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-    )
+        "spark.sql.shuffle.partitions": str(max(2, settings.read_partitions)),
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        # Fixed ports (0: random), so that a firewall can let executors connect back to the driver.
+        "spark.driver.port": str(settings.driver_port),
+        "spark.driver.blockManager.port": str(settings.driver_block_manager_port),
+        # Executors take theirs from the driver, not from their worker's spark-defaults.conf.
+        "spark.blockManager.port": str(settings.block_manager_port),
+    }
     if settings.executor_cores:
-        builder = builder.config("spark.executor.cores", str(settings.executor_cores))
+        options["spark.executor.cores"] = str(settings.executor_cores)
     if settings.cores_max:
-        builder = builder.config("spark.cores.max", str(settings.cores_max))
+        options["spark.cores.max"] = str(settings.cores_max)
     if settings.driver_host:
-        builder = (builder.config("spark.driver.host", settings.driver_host)
-                   .config("spark.driver.bindAddress", settings.driver_host))
-    # Fixed ports for a host firewall: the driver's own, and the block managers' of the driver
-    # and of its executors (Spark tries the next ports when one is taken).
-    if settings.driver_port:
-        builder = builder.config("spark.driver.port", str(settings.driver_port))
-    if settings.block_manager_port:
-        builder = builder.config("spark.blockManager.port", str(settings.block_manager_port))
+        options["spark.driver.host"] = settings.driver_host
+        options["spark.driver.bindAddress"] = settings.driver_host
+    if settings.auth_secret_file:
+        options["spark.authenticate"] = "true"
+        options.update(NETWORK_CRYPTO)
+    return options
+
+
+def build_session(settings: AggregatorSettings, *, app_name: str = "candlestack-aggregator") -> SparkSession:
+    options = session_options(settings, app_name=app_name)
+    secret = read_auth_secret(settings.auth_secret_file) if settings.auth_secret_file else None
+    # PySpark's first SparkContext launches the driver's JVM through spark-submit with every
+    # option of its SparkConf as a `--conf name=value` argument (pyspark/java_gateway.py), which
+    # would put the secret in the JVM's /proc/<pid>/cmdline for every local user to read. So the
+    # JVM is launched first with the other options; the secret then goes to the running JVM
+    # through py4j only (tests/integration/test_spark_auth.py checks every process's cmdline).
+    SparkContext._ensure_initialized(conf=SparkConf(loadDefaults=False).setAll(list(options.items())))
+    builder = SparkSession.builder.config(map=dict[str, bool | float | int | str | None](options))
+    if secret is not None:
+        builder = builder.config("spark.authenticate.secret", secret)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
-    log.info("spark session ready", extra={"master": settings.spark_master, "version": session.version})
+    log.info("spark session ready", extra={"master": settings.spark_master, "version": session.version,
+                                           "authenticated": secret is not None})
     return session
 
 

@@ -64,7 +64,7 @@ LAB_EXPECTED: dict[str, dict[str, set[str]]] = {
         "22": {ANY},
         "7077": {COMPUTE_2},  # the other worker registers
         "7079-7089": {COMPUTE_2},  # executors call the aggregator's driver back
-        "7090-7110": {COMPUTE_2},  # block managers (executors' and the driver's)
+        "7090-7110": {COMPUTE_2},  # the executors' block managers (shuffle, results to the driver)
         "8080": {COMPUTE_2},
         "8081": {COMPUTE_2},
         "9100": {COMPUTE_2},

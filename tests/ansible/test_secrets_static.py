@@ -8,7 +8,7 @@
    as the owner's password. This reads the task source with variables expanded by name, not a
    deployment's process list; module arguments (e.g. community.postgresql's ``password:``) are
    not checked, since Ansible hands them to the module on stdin or in a private file.
-2. The four roles that take secrets refuse the vault example's ``REPLACE-ME`` and values shorter
+2. The five roles that take secrets refuse the vault example's ``REPLACE-ME`` and values shorter
    than their minimum, before installing anything: their ``secrets.yml`` tasks run here against
    localhost.
 """
@@ -141,6 +141,14 @@ CASES = {
     "superset": {name: GOOD for name in ("superset_secret_key", "superset_admin_password",
                                          "superset_metadata_db_password", "superset_candlestack_db_password")},
     "pgbackrest": {"pgbackrest_cipher_pass": GOOD},
+    "spark": {"spark_auth_secret": GOOD},
+    # The aggregator's driver against a Spark cluster needs the cluster's secret.
+    "candlestack-spark": {"candlestack_spark_auth_secret": GOOD, "candlestack_spark_master": "spark://10.0.0.1:7077",
+                          **{name: GOOD for name in ("candlestack_pg_owner_password",
+                                                     "candlestack_pg_consumer_password",
+                                                     "candlestack_pg_aggregator_password",
+                                                     "candlestack_pg_retention_password",
+                                                     "candlestack_pg_status_password")}},
 }
 
 
@@ -158,7 +166,7 @@ def _check_secrets(role: str, variables: dict[str, object], tmp_path: Path) -> s
     playbook = tmp_path / "check.yml"
     playbook.write_text(yaml.safe_dump([{
         "hosts": "localhost", "gather_facts": False,
-        "tasks": [{"ansible.builtin.include_role": {"name": role, "tasks_from": "secrets.yml"}}],
+        "tasks": [{"ansible.builtin.include_role": {"name": role.partition("-")[0], "tasks_from": "secrets.yml"}}],
     }]))
     extra = tmp_path / "vars.json"
     extra.write_text(json.dumps(variables))

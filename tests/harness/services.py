@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,10 +209,19 @@ class SparkCluster:
 
 
 @contextlib.contextmanager
-def spark_standalone(workdir: Path, *, cores: int = 2, memory: str = "1g") -> Iterator[SparkCluster]:
+def spark_standalone(workdir: Path, *, cores: int = 2, memory: str = "1g",
+                     defaults: Mapping[str, str] | None = None) -> Iterator[SparkCluster]:
+    """A master and one worker on loopback; ``defaults`` go to their spark-defaults.conf (0600),
+    as roles/spark writes it (e.g. spark.authenticate and its secret)."""
     spark_class = spark_home() / "bin" / "spark-class"
     port, ui, worker_ui = free_port(), free_port(), free_port()
+    conf_dir = workdir / "conf"
+    conf_dir.mkdir(exist_ok=True)
+    conf_file = conf_dir / "spark-defaults.conf"
+    conf_file.touch(mode=0o600)
+    conf_file.write_text("".join(f"{name} {value}\n" for name, value in (defaults or {}).items()))
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_HOME": str(spark_home()),
+           "SPARK_CONF_DIR": str(conf_dir),
            "SPARK_WORKER_DIR": str(workdir / "work"), "SPARK_LOG_DIR": str(workdir / "logs"),
            "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
            "SPARK_WORKER_OPTS": "-Dspark.worker.cleanup.enabled=true"}

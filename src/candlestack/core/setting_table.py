@@ -318,17 +318,24 @@ TABLE: tuple[Setting, ...] = (
          help="address executors use to reach the driver; unset: Spark guesses",
          role=(RoleVariable("candlestack_spark_driver_host",
                             differs_because="this host's private address, which the cluster can reach"),)),
-    # Fixed ports, so that a host firewall can open them (roles/firewall); Spark takes the next
-    # free port when one is in use (spark.port.maxRetries, 16).
-    Integer(name="SPARK_DRIVER_PORT", default=0, maximum=65535, used_by=("aggregator",),
-            help="`spark.driver.port`, where executors and the master reach the driver; 0: a random port",
-            role=(RoleVariable("candlestack_spark_driver_port", role_default=7079,
-                               differs_because="a fixed port the host firewall opens to the Spark hosts"),)),
-    Integer(name="SPARK_BLOCK_MANAGER_PORT", default=0, maximum=65535, used_by=("aggregator",),
-            help="`spark.blockManager.port` of the driver and its executors (shuffle and result blocks); "
+    Text(name="SPARK_AUTH_SECRET_FILE", default=None, form="path of a file", used_by=("aggregator",),
+         help="file holding the cluster's shared secret (`spark.authenticate.secret`); set: the driver "
+              "authenticates to the cluster and encrypts its RPC and block transfers (AES-GCM); unset: neither",
+         not_in_role_because="the role writes candlestack_spark_auth_secret to a file only the aggregator's "
+                             "group reads (<candlestack_config_dir>/spark-auth-secret) and names that file here"),
+    # Fixed ports, so that a host firewall can let the cluster connect back to the driver; Spark
+    # tries the next ports (spark.port.maxRetries, 16) when one is taken.
+    Integer(name="SPARK_DRIVER_PORT", default=7079, maximum=65535, used_by=("aggregator",),
+            help="`spark.driver.port`, the driver's RPC port (the next ones if taken); 0: a random port",
+            role=(RoleVariable("candlestack_spark_driver_port"),)),
+    Integer(name="SPARK_DRIVER_BLOCK_MANAGER_PORT", default=7080, maximum=65535, used_by=("aggregator",),
+            help="`spark.driver.blockManager.port`, the driver's block transfer port (the next ones if taken); "
                  "0: a random port",
-            role=(RoleVariable("candlestack_spark_block_manager_port", role_default=7090,
-                               differs_because="a fixed port the host firewall opens to the Spark hosts"),)),
+            role=(RoleVariable("candlestack_spark_driver_block_manager_port"),)),
+    Integer(name="SPARK_BLOCK_MANAGER_PORT", default=7090, maximum=65535, used_by=("aggregator",),
+            help="`spark.blockManager.port`, the executors' block transfer port (the next ones for further "
+                 "executors on a worker); executors take it from the driver; 0: random ports",
+            role=(RoleVariable("candlestack_spark_block_manager_port"),)),
     Text(name="SPARK_DRIVER_MEMORY", default="512m", form="JVM size such as `512m` or `2g`", used_by=("aggregator",),
          help="driver memory",
          role=(RoleVariable("candlestack_spark_driver_memory"),)),

@@ -447,9 +447,12 @@ class AggregatorSettings:
     cores_max: int | None = DEFAULTS.integer("SPARK_CORES_MAX") or None
     # The address executors use to reach this driver (client mode); None lets Spark guess.
     driver_host: str | None = DEFAULTS.optional_text("SPARK_DRIVER_HOST")
-    # spark.driver.port and spark.blockManager.port; None (the settings' 0): random ports.
-    driver_port: int | None = DEFAULTS.integer("SPARK_DRIVER_PORT") or None
-    block_manager_port: int | None = DEFAULTS.integer("SPARK_BLOCK_MANAGER_PORT") or None
+    # A file with the cluster's shared secret; None: no authentication, no encryption.
+    auth_secret_file: str | None = DEFAULTS.optional_text("SPARK_AUTH_SECRET_FILE")
+    # 0: Spark picks a random port.
+    driver_port: int = DEFAULTS.integer("SPARK_DRIVER_PORT")
+    driver_block_manager_port: int = DEFAULTS.integer("SPARK_DRIVER_BLOCK_MANAGER_PORT")
+    block_manager_port: int = DEFAULTS.integer("SPARK_BLOCK_MANAGER_PORT")
     tick_s: float = DEFAULTS.number("AGGREGATOR_TICK_S")
     # A run tick's Spark job is cancelled after this long and the session rebuilt: after a
     # master restart, jobs wait for executors that never come instead of failing.
@@ -482,8 +485,10 @@ class AggregatorSettings:
             executor_cores=cores or None,
             cores_max=cores_max or None,
             driver_host=env.optional_text("SPARK_DRIVER_HOST"),
-            driver_port=env.integer("SPARK_DRIVER_PORT") or None,
-            block_manager_port=env.integer("SPARK_BLOCK_MANAGER_PORT") or None,
+            auth_secret_file=env.optional_text("SPARK_AUTH_SECRET_FILE"),
+            driver_port=env.integer("SPARK_DRIVER_PORT"),
+            driver_block_manager_port=env.integer("SPARK_DRIVER_BLOCK_MANAGER_PORT"),
+            block_manager_port=env.integer("SPARK_BLOCK_MANAGER_PORT"),
             tick_s=env.number("AGGREGATOR_TICK_S"),
             job_timeout_s=env.number("AGGREGATOR_JOB_TIMEOUT_S"),
             backfill_chunk_hours=env.integer("AGGREGATOR_BACKFILL_CHUNK_HOURS"),
