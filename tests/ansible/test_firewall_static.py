@@ -255,7 +255,8 @@ def test_every_scrape_target_accepts_the_monitoring_host(
         for static_config in job["static_configs"]:
             for target in static_config["targets"]:
                 split = urlsplit(target if "://" in target else f"tcp://{target}")
-                address, port = split.hostname, split.port
+                default_port = {"https": 443, "http": 80}.get(split.scheme)
+                address, port = split.hostname, split.port or default_port
                 assert address and port, f"{job['job_name']}: {target}"
                 if address.startswith("127.") or by_address.get(address) == monitoring_host:
                     continue  # the monitoring host's own exporters, over loopback
