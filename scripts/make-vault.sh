@@ -8,7 +8,8 @@ set -euo pipefail
 dir="${1:?usage: make-vault.sh DIR}"
 command -v ansible-vault >/dev/null || { echo "ansible-vault not on PATH" >&2; exit 1; }
 passwords=(candlestack_owner_db candlestack_consumer_db candlestack_aggregator_db
-  candlestack_retention_db candlestack_status_db candlestack_superset_db superset_metadata_db superset_admin)
+  candlestack_retention_db candlestack_status_db candlestack_superset_db superset_metadata_db superset_admin
+  kafka_admin kafka_producer kafka_consumer)
 umask 077
 
 current=""

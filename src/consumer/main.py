@@ -39,7 +39,8 @@ UNASSIGNED_WARN_S = 60.0
 
 def consumer_config(settings: ConsumerSettings) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        # Brokers, and TLS and the consumer's SCRAM user when the brokers ask for them.
+        **settings.kafka.client_config(),
         "group.id": settings.group_id,
         "client.id": "candlestack-consumer",
         # Static membership: closing sends no LeaveGroup, and a consumer restarted within the

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 def producer_config(kafka: KafkaSettings, *, buffer_max_messages: int) -> dict[str, Any]:
     return {
-        "bootstrap.servers": kafka.bootstrap_servers,
+        # Brokers, and TLS and the producer's SCRAM user when the brokers ask for them.
+        **kafka.client_config(),
         "client.id": "candlestack-producer",
         "enable.idempotence": True,
         "acks": "all",

@@ -5,13 +5,17 @@ loopback on Linux) with a dynamic quorum (controller.quorum.bootstrap.servers, f
 --initial-controllers), a 2 s catch-up and a 4 s broker registration timeout. The tests check the
 behaviour the playbooks are judged by: a lone node never serves, a changed node id is refused, the
 quorum needs a majority, replicas catch up after a restart, and a stop that leaves partitions below
-min.insync.replicas is recorded as UNSAFE.
+min.insync.replicas is recorded as UNSAFE. A secured cluster (SASL_SSL clients, mutual TLS between
+nodes, as roles/kafka renders it, with certificates made here by openssl) refuses a key that is not
+PKCS#8, a tool without credentials, a certificate of another CA, a wrong SCRAM password and a user
+that is no super user, and keeps SCRAM users and ACLs given through files.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -79,6 +83,9 @@ class Cluster:
     def data(self, node: int) -> Path:
         return self.root / f"node{node}" / "data"
 
+    def extra_properties(self, node: int) -> list[str]:
+        return []
+
     def properties(self, node: int, node_id: int | None = None) -> str:
         host = self.host(node)
         return "\n".join([
@@ -93,11 +100,13 @@ class Cluster:
             "default.replication.factor=3",
             "min.insync.replicas=2",
             f"initial.broker.registration.timeout.ms={REGISTRATION_MS}",
+            *self.extra_properties(node),
             "",
         ])
 
     def env(self, tool: str) -> dict[str, str]:
-        env = dict(os.environ, FAKE_KAFKA_TOOL=tool, FAKE_KAFKA_CATCH_UP_S=str(CATCH_UP_S))
+        env = dict(os.environ, FAKE_KAFKA_TOOL=tool, FAKE_KAFKA_CATCH_UP_S=str(CATCH_UP_S),
+                   FAKE_KAFKA_ARGV_LOG=str(self.root / "argv.log"))
         env.pop("KAFKA_LOG4J_OPTS", None)
         return env
 
@@ -298,3 +307,171 @@ def test_the_tools_that_the_role_reads(healthy: Cluster) -> None:
     nobody = healthy.tool("kafka-topics.sh", "--bootstrap-server", "127.0.0.9:1", "--list", check=False)
     assert nobody.returncode == 1
     assert "TimeoutException" in nobody.stderr
+
+
+# --- security, as roles/kafka renders it --------------------------------------------------------
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+def _ca(directory: Path, name: str) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    key, cert = directory / f"{name}.key", directory / f"{name}.crt"
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key),
+             "-out", str(cert), "-subj", f"/CN={name}", "-days", "2", cwd=directory)
+    return key, cert
+
+
+def _node_pem(directory: Path, ca: tuple[Path, Path], cn: str, address: str) -> Path:
+    """key (PKCS#8, as openssl genpkey writes it) + certificate signed by ca, like tasks/configure-apache.yml."""
+    key, csr, cert = directory / f"{cn}.key", directory / f"{cn}.csr", directory / f"{cn}.crt"
+    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key), cwd=directory)
+    _openssl("req", "-new", "-key", str(key), "-out", str(csr), "-subj", f"/CN={cn}", cwd=directory)
+    extensions = directory / f"{cn}.ext"
+    extensions.write_text(f"subjectAltName=IP:{address},DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[1]), "-CAkey", str(ca[0]), "-CAcreateserial",
+             "-out", str(cert), "-days", "2", "-extfile", str(extensions), cwd=directory)
+    pem = directory / f"{cn}.pem"
+    pem.write_text(key.read_text() + cert.read_text())
+    return pem
+
+
+class SecureCluster(Cluster):
+    """CLIENT (SASL_SSL) on the broker port, INTERNAL (SSL) on the one after the controller's."""
+
+    def __init__(self, root: Path) -> None:
+        self.tls = root / "tls"
+        self.ca = _ca(self.tls, "test-ca")
+        super().__init__(root)
+
+    def pem(self, node: int) -> Path:
+        path = self.tls / f"node-{node}.pem"
+        if not path.exists():
+            _node_pem(self.tls, self.ca, f"node-{node}", self.host(node))
+        return path
+
+    @property
+    def internal_port(self) -> int:
+        return self.controller_port + 1
+
+    @property
+    def internal(self) -> str:
+        return ",".join(f"{self.host(n)}:{self.internal_port}" for n in DIRECTORY_IDS)
+
+    def extra_properties(self, node: int) -> list[str]:
+        host = self.host(node)
+        return [
+            f"listeners=CLIENT://{host}:{self.broker_port},INTERNAL://{host}:{self.internal_port},"
+            f"CONTROLLER://{host}:{self.controller_port}",
+            f"advertised.listeners=CLIENT://{host}:{self.broker_port},INTERNAL://{host}:{self.internal_port}",
+            "inter.broker.listener.name=INTERNAL",
+            "listener.security.protocol.map=CLIENT:SASL_SSL,INTERNAL:SSL,CONTROLLER:SSL",
+            "ssl.keystore.type=PEM", f"ssl.keystore.location={self.pem(node)}",
+            "ssl.truststore.type=PEM", f"ssl.truststore.location={self.ca[1]}",
+            "listener.name.internal.ssl.client.auth=required", "listener.name.controller.ssl.client.auth=required",
+            "ssl.principal.mapping.rules=RULE:^CN=([^,]+)$/$1/,DEFAULT",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "listener.name.client.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found=false",
+            "super.users=User:node-1;User:node-2;User:node-3;User:admin",
+        ]
+
+    def client_config(self, name: str, **settings: str) -> Path:
+        path = self.root / f"{name}.properties"
+        path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        return path
+
+    def tls_config(self, pem: Path) -> Path:
+        return self.client_config(pem.stem, **{"security.protocol": "SSL", "ssl.keystore.type": "PEM",
+                                               "ssl.keystore.location": str(pem), "ssl.truststore.type": "PEM",
+                                               "ssl.truststore.location": str(self.ca[1])})
+
+    def sasl_config(self, user: str, password: str, name: str = "") -> Path:
+        jaas = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{user}" ' \
+               f'password="{password}";'
+        return self.client_config(name or f"sasl-{user}", **{"security.protocol": "SASL_SSL",
+                                                     "sasl.mechanism": "SCRAM-SHA-512", "sasl.jaas.config": jaas,
+                                                     "ssl.truststore.type": "PEM",
+                                                     "ssl.truststore.location": str(self.ca[1])})
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_a_secured_cluster_refuses_outsiders_and_keeps_users_and_acls(tmp_path: Path) -> None:
+    cluster = SecureCluster(tmp_path)
+    try:
+        # Kafka's PEM keystore takes PKCS#8 keys only, not the "EC PRIVATE KEY" that roles/pki writes.
+        pem = cluster.pem(1)
+        good = pem.read_text()
+        _openssl("ec", "-in", str(pem), "-out", str(tmp_path / "sec1.key"), cwd=tmp_path)
+        pem.write_text((tmp_path / "sec1.key").read_text() + good[good.index("-----BEGIN CERTIFICATE-----"):])
+        assert cluster.start(1).wait(timeout=10) == 1
+        assert "no unencrypted PKCS#8 private key" in (cluster.root / "node1" / "server.log").read_text()
+        pem.write_text(good)
+        for node in DIRECTORY_IDS:
+            cluster.start(node)
+        _wait(cluster.in_sync(1, 2, 3), 15, "three secured nodes in sync")
+
+        node_config = cluster.tls_config(cluster.pem(2))
+        as_node = ("--bootstrap-server", cluster.internal, "--command-config", str(node_config))
+        cluster.tool("kafka-topics.sh", *as_node, "--create", "--topic", "trades", "--partitions", "1",
+                     "--replication-factor", "3")
+        quorum = cluster.tool("kafka-metadata-quorum.sh", "--bootstrap-controller", cluster.controllers,
+                              "--command-config", str(node_config), "describe", "--status")
+        assert "LeaderId:" in quorum.stdout
+
+        anonymous = cluster.tool("kafka-topics.sh", "--bootstrap-server", cluster.internal, "--list", check=False)
+        assert anonymous.returncode == 1 and "the listener speaks SSL, the client PLAINTEXT" in anonymous.stderr
+        anonymous = cluster.tool("kafka-topics.sh", "--bootstrap-server", cluster.bootstrap, "--list", check=False)
+        assert anonymous.returncode == 1 and "the listener speaks SASL_SSL, the client PLAINTEXT" in anonymous.stderr
+        other_ca = _ca(tmp_path / "other", "other-ca")
+        stranger = cluster.tls_config(_node_pem(tmp_path / "other", other_ca, "node-1", cluster.host(1)))
+        refused = cluster.tool("kafka-topics.sh", "--bootstrap-server", cluster.internal, "--command-config",
+                               str(stranger), "--list", check=False)
+        assert refused.returncode == 1 and "not signed by a CA of the node's trust store" in refused.stderr
+
+        # SCRAM users from files (the password never in argv), then over SASL_SSL on the client listener.
+        users = ("kafka-configs.sh", *as_node, "--entity-type", "users")
+        for user, password in (("admin", "admin-password-0123456789"), ("producer", "producer-password-0123456")):
+            credential = tmp_path / f"{user}.credential"
+            credential.write_text(f"SCRAM-SHA-512=iterations=8192,password={password}\n")
+            cluster.tool(*users, "--alter", "--entity-name", user, "--add-config-file", str(credential))
+        assert cluster.tool(*users, "--describe").stdout.splitlines() == [
+            "SCRAM credential configs for user-principal 'admin' are SCRAM-SHA-512=iterations=8192",
+            "SCRAM credential configs for user-principal 'producer' are SCRAM-SHA-512=iterations=8192",
+        ]
+        admin = cluster.sasl_config("admin", "admin-password-0123456789")
+        assert cluster.tool("kafka-topics.sh", "--bootstrap-server", cluster.bootstrap, "--command-config",
+                            str(admin), "--list").stdout == "trades\n"
+        wrong = cluster.tool("kafka-topics.sh", "--bootstrap-server", cluster.bootstrap, "--command-config",
+                             str(cluster.sasl_config("admin", "not-the-password", "wrong")), "--list", check=False)
+        assert wrong.returncode == 1 and "SaslAuthenticationException" in wrong.stderr
+        producer = cluster.tool("kafka-topics.sh", "--bootstrap-server", cluster.bootstrap, "--command-config",
+                                str(cluster.sasl_config("producer", "producer-password-0123456")), "--list",
+                                check=False)
+        assert producer.returncode == 1
+        assert "ClusterAuthorizationException: User:producer is not authorized" in producer.stderr
+
+        acls = ("kafka-acls.sh", "--bootstrap-server", cluster.bootstrap, "--command-config", str(admin))
+        cluster.tool(*acls, "--add", "--allow-principal", "User:producer", "--operation", "Write", "--operation",
+                     "Describe", "--topic", "trades", "--resource-pattern-type", "literal")
+        cluster.tool(*acls, "--add", "--allow-principal", "User:producer", "--operation", "IdempotentWrite",
+                     "--cluster")
+        assert cluster.tool(*acls, "--list").stdout.splitlines() == [
+            "Current ACLs for resource `ResourcePattern(resourceType=CLUSTER, name=kafka-cluster, "
+            "patternType=LITERAL)`: ",
+            " \t(principal=User:producer, host=*, operation=IDEMPOTENT_WRITE, permissionType=ALLOW)",
+            "",
+            "Current ACLs for resource `ResourcePattern(resourceType=TOPIC, name=trades, patternType=LITERAL)`: ",
+            " \t(principal=User:producer, host=*, operation=DESCRIBE, permissionType=ALLOW)",
+            " \t(principal=User:producer, host=*, operation=WRITE, permissionType=ALLOW)",
+            "",
+        ]
+        argv = (tmp_path / "argv.log").read_text()
+        assert '"--add-config-file"' in argv
+        assert "password" not in argv.replace("-password-", "")  # no credential value, only file names
+        assert "0123456789" not in argv and "0123456\"" not in argv
+    finally:
+        cluster.close()

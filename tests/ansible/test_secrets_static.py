@@ -8,7 +8,7 @@
    as the owner's password. This reads the task source with variables expanded by name, not a
    deployment's process list; module arguments (e.g. community.postgresql's ``password:``) are
    not checked, since Ansible hands them to the module on stdin or in a private file.
-2. The five roles that take secrets refuse the vault example's ``REPLACE-ME`` and values shorter
+2. The roles that take secrets refuse the vault example's ``REPLACE-ME`` and values shorter
    than their minimum, before installing anything: their ``secrets.yml`` tasks run here against
    localhost.
 """
@@ -137,7 +137,10 @@ CASES = {
     "postgresql": {"postgresql_users": [{"name": "candlestack_owner", "password": GOOD}]},
     "candlestack": {name: GOOD for name in ("candlestack_pg_owner_password", "candlestack_pg_consumer_password",
                                             "candlestack_pg_aggregator_password", "candlestack_pg_retention_password",
-                                            "candlestack_pg_status_password")},
+                                            "candlestack_pg_status_password", "candlestack_kafka_producer_password",
+                                            "candlestack_kafka_consumer_password")},
+    "kafka": {"kafka_admin_password": GOOD,
+              "kafka_users": [{"name": "candlestack-producer", "password": GOOD, "acls": []}]},
     "superset": {name: GOOD for name in ("superset_secret_key", "superset_admin_password",
                                          "superset_metadata_db_password", "superset_candlestack_db_password")},
     "pgbackrest": {"pgbackrest_cipher_pass": GOOD},
@@ -157,6 +160,8 @@ def _with(role: str, value: str) -> dict[str, object]:
     variables = json.loads(json.dumps(CASES[role]))
     if role == "postgresql":
         variables["postgresql_users"][0]["password"] = value
+    elif role == "kafka":
+        variables["kafka_users"][0]["password"] = value
     else:
         variables[next(iter(variables))] = value
     return variables

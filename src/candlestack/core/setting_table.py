@@ -255,6 +255,36 @@ TABLE: tuple[Setting, ...] = (
     Text(name="KAFKA_GROUP_ID", default="candlestack-consumer", used_by=("consumer",),
          help="consumer group",
          role=(RoleVariable("candlestack_kafka_group_id"),)),
+    Choice(name="KAFKA_SECURITY_PROTOCOL", default="PLAINTEXT", choices=("PLAINTEXT", "SASL_SSL"), used_by=STREAMING,
+           help="how the clients reach the brokers: `SASL_SSL` (TLS, and a SCRAM user) for Apache Kafka as the "
+                "kafka role deploys it; `PLAINTEXT` for Tansu, which has neither",
+           role=(RoleVariable("candlestack_kafka_security_protocol",
+                              differs_because="SASL_SSL when the inventory's kafka_flavour is apache, "
+                                              "else PLAINTEXT"),)),
+    Choice(name="KAFKA_SASL_MECHANISM", default="SCRAM-SHA-512", choices=("SCRAM-SHA-512", "SCRAM-SHA-256"),
+           used_by=STREAMING,
+           help="SASL mechanism with `SASL_SSL`",
+           role=(RoleVariable("candlestack_kafka_sasl_mechanism"),)),
+    Text(name="KAFKA_SASL_USERNAME", default=None, form="required with `SASL_SSL`", used_by=STREAMING,
+         help="the component's SCRAM user",
+         role=(RoleVariable("candlestack_kafka_producer_user", component="producer",
+                            differs_because="one Kafka user per component (roles/kafka's kafka_users)",
+                            role_default="candlestack-producer"),
+               RoleVariable("candlestack_kafka_consumer_user", component="consumer",
+                            differs_because="one Kafka user per component (roles/kafka's kafka_users)",
+                            role_default="candlestack-consumer"))),
+    Text(name="KAFKA_SASL_PASSWORD_FILE", default=None, form="path of a file; required with `SASL_SSL`",
+         used_by=STREAMING,
+         help="file holding the SCRAM user's password (its first line; never the password itself in the "
+              "environment)",
+         not_in_role_because="the role writes candlestack_kafka_producer_password or _consumer_password to "
+                             "/etc/candlestack/kafka-<component>.password (0640, root and the component's group) "
+                             "and sets this path"),
+    Text(name="KAFKA_SSL_CA_LOCATION", default=None, form="path of a PEM file", used_by=STREAMING,
+         help="CA certificate the brokers' certificates are checked against with `SASL_SSL`; unset: the "
+              "system's CAs",
+         role=(RoleVariable("candlestack_kafka_ssl_ca_location", role_default="/etc/ssl/candlestack/ca.crt",
+                            differs_because="the deployment's CA, installed by roles/pki"),)),
 
     Flag(name="CONSUMER_ACCEPT_ANY_SYMBOL", default=False, used_by=("consumer",),
          help="store every well-formed symbol, not only `CANDLESTACK_SYMBOLS` (a topic shared by several producers)",

@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
@@ -286,6 +286,12 @@ class PostgresSettings:
 class KafkaSettings:
     bootstrap_servers: str = DEFAULTS.text("KAFKA_BOOTSTRAP_SERVERS")
     topic: str = DEFAULTS.text("KAFKA_TOPIC")
+    security_protocol: str = DEFAULTS.choice("KAFKA_SECURITY_PROTOCOL")
+    sasl_mechanism: str = DEFAULTS.choice("KAFKA_SASL_MECHANISM")
+    sasl_username: str | None = DEFAULTS.optional_text("KAFKA_SASL_USERNAME")
+    # Read from CANDLESTACK_KAFKA_SASL_PASSWORD_FILE at start; never from the environment.
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_ca_location: str | None = DEFAULTS.optional_text("KAFKA_SSL_CA_LOCATION")
 
     @classmethod
     def from_env(cls, env: Env) -> KafkaSettings:
@@ -297,7 +303,49 @@ class KafkaSettings:
         topic = env.text("KAFKA_TOPIC")
         if not re.match(r"^[A-Za-z0-9._\-]{1,249}$", topic):
             raise SettingsError(PREFIX + "KAFKA_TOPIC", f"not a valid topic name: {topic!r}")
-        return cls(bootstrap_servers=servers, topic=topic)
+        protocol = env.choice("KAFKA_SECURITY_PROTOCOL")
+        mechanism = env.choice("KAFKA_SASL_MECHANISM")
+        username = env.optional_text("KAFKA_SASL_USERNAME")
+        password_file = env.optional_text("KAFKA_SASL_PASSWORD_FILE")
+        ca_location = env.optional_text("KAFKA_SSL_CA_LOCATION")
+        password = None
+        if protocol == "SASL_SSL":
+            if username is None:
+                raise SettingsError(PREFIX + "KAFKA_SASL_USERNAME", "is required with SASL_SSL")
+            if password_file is None:
+                raise SettingsError(PREFIX + "KAFKA_SASL_PASSWORD_FILE", "is required with SASL_SSL")
+            password = _read_secret_file(PREFIX + "KAFKA_SASL_PASSWORD_FILE", password_file)
+            if ca_location is not None and not os.path.isfile(ca_location):
+                raise SettingsError(PREFIX + "KAFKA_SSL_CA_LOCATION", f"{ca_location} is not a file")
+        return cls(bootstrap_servers=servers, topic=topic, security_protocol=protocol, sasl_mechanism=mechanism,
+                   sasl_username=username, sasl_password=password, ssl_ca_location=ca_location)
+
+    def client_config(self) -> dict[str, str]:
+        """The librdkafka (confluent-kafka) settings every client of the brokers needs."""
+        config = {"bootstrap.servers": self.bootstrap_servers, "security.protocol": self.security_protocol}
+        if self.security_protocol == "SASL_SSL":
+            config |= {
+                "sasl.mechanism": self.sasl_mechanism,
+                "sasl.username": self.sasl_username or "",
+                "sasl.password": self.sasl_password or "",
+                # The brokers' certificates name their addresses (roles/pki): check them.
+                "ssl.endpoint.identification.algorithm": "https",
+            }
+            if self.ssl_ca_location is not None:
+                config["ssl.ca.location"] = self.ssl_ca_location
+        return config
+
+
+def _read_secret_file(variable: str, path: str) -> str:
+    """The first line of a secret file (a trailing newline is not part of the secret)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except OSError as exc:
+        raise SettingsError(variable, f"cannot read {path}: {exc.strerror}") from None
+    if not lines or not lines[0]:
+        raise SettingsError(variable, f"{path} is empty")
+    return lines[0]
 
 
 @dataclass(frozen=True, slots=True)

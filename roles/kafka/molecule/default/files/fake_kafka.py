@@ -19,6 +19,19 @@ way per TCP connection on the `listeners` ports. It models what orchestration de
   or catching up, RF = default.replication.factor (capped at the broker count) and m =
   min.insync.replicas, it is UNSAFE when o > 0 and o + 1 > RF - m (unavoidable stops are not flagged).
   <metadata dir>/standin-events.log gets STARTED, IN_SYNC, STOPPED, UNSAFE and FAILED lines.
+- security (Kafka 4.1's names): every listener needs a protocol in listener.security.protocol.map; an
+  SSL or SASL_SSL listener needs ssl.keystore.type=PEM with a keystore this process can read that
+  holds a PKCS#8 key ("BEGIN PRIVATE KEY", as Kafka's PemStore requires) and a certificate, and a
+  PEM trust store; a SASL_SSL listener needs SCRAM-SHA-512 among its enabled mechanisms and its
+  listener.name.<l>.scram-sha-512.sasl.jaas.config; an authorizer must be StandardAuthorizer.
+  A tool must bring a --command-config whose security.protocol is its listener's: SSL presents the
+  keystore's certificate, which the node checks against its trust store (openssl verify) and maps
+  to User:<CN> (ssl.principal.mapping.rules RULE:^CN=...); SASL_SSL presents a SCRAM user and
+  password (checked against the PBKDF2 hash kafka-configs.sh stored). Only super.users may run the
+  tools (allow.everyone.if.no.acl.found=false). kafka-configs.sh keeps SCRAM users (--add-config or
+  --add-config-file), kafka-acls.sh keeps ACLs (--add, --list). Every tool appends its argv to
+  FAKE_KAFKA_ARGV_LOG (default /var/log/fake-kafka-argv.log) when it may, so that a test can look
+  for passwords in process arguments.
 Only a real cluster proves that Kafka starts with the rendered configuration, that clients and
 replication work, that a controlled shutdown moves leaders and that acknowledged data survives.
 """
@@ -27,11 +40,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import math
 import os
+import re
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -101,6 +117,98 @@ class Config:
         self.rf = int(p.get("default.replication.factor", "1"))
         self.min_isr = int(p.get("min.insync.replicas", "1"))
         self.registration_s = int(p.get("initial.broker.registration.timeout.ms", "60000")) / 1000
+        self.props = p
+        protocol_map = dict(item.split(":", 1) for item in split(p.get("listener.security.protocol.map")))
+        self.protocols: dict[str, str] = {}
+        for name in own:
+            if protocol_map and name not in protocol_map:
+                fail(f"No security protocol defined for listener {name}")
+            self.protocols[name] = protocol_map.get(name, name if name in PROTOCOLS else "PLAINTEXT")
+        self.addrs = own
+        self.controller_name = next((n for n in own if n in names), None)
+        self.broker_names = [n for n in own if n not in names]
+        self.super_users = set(split(p.get("super.users", "").replace(";", ",")))
+
+
+PROTOCOLS = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+MAPPING_RULE = r"(DEFAULT)|RULE:((\\.|[^\\/])*)/((\\.|[^\\/])*)/([LU]?).*?|(.*?)"
+
+
+def readable_pem(path: str | None, what: str, *, key: bool) -> str:
+    """The text of a PEM store this process can read, with what Kafka's PemStore needs in it."""
+    if not path:
+        fail(f"{what}: no location set")
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        fail(f"Failed to load PEM SSL {what} {path}: {exc.strerror} (read as uid {os.getuid()})")
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        fail(f"Failed to load PEM SSL {what} {path}: no certificate")
+    if key and "-----BEGIN PRIVATE KEY-----" not in text:
+        fail(f"Failed to load PEM SSL {what} {path}: no unencrypted PKCS#8 private key (BEGIN PRIVATE KEY)")
+    return text
+
+
+def check_security(conf: Config) -> None:
+    """Kafka's start-up checks of the settings the role renders for TLS, SASL and ACLs."""
+    p = conf.props
+    for name, protocol in conf.protocols.items():
+        if protocol not in PROTOCOLS:
+            fail(f"Invalid security protocol {protocol} for listener {name}")
+        prefix = f"listener.name.{name.lower()}."
+        if protocol in {"SSL", "SASL_SSL"}:
+            for kind, key in (("keystore", True), ("truststore", False)):
+                store_type = p.get(f"{prefix}ssl.{kind}.type", p.get(f"ssl.{kind}.type", "JKS"))
+                if store_type != "PEM":
+                    fail(f"{name}: the stand-in models PEM stores only (ssl.{kind}.type={store_type})")
+                if p.get(f"ssl.{kind}.password"):
+                    fail(f"SSL {kind} password cannot be specified with PEM format.")
+                readable_pem(p.get(f"{prefix}ssl.{kind}.location", p.get(f"ssl.{kind}.location")),
+                             f"{kind} of listener {name}", key=key)
+        if protocol in {"SASL_SSL", "SASL_PLAINTEXT"}:
+            mechanisms = split(p.get(f"{prefix}sasl.enabled.mechanisms", p.get("sasl.enabled.mechanisms", "GSSAPI")))
+            if "SCRAM-SHA-512" not in mechanisms:
+                fail(f"{name}: the stand-in models SCRAM-SHA-512 only (enabled: {mechanisms})")
+            if "ScramLoginModule" not in p.get(f"{prefix}scram-sha-512.sasl.jaas.config", ""):
+                fail(f"Could not find a 'KafkaServer' or '{prefix}scram-sha-512.sasl.jaas.config' entry in the JAAS "
+                     "configuration.")
+    authorizer = p.get("authorizer.class.name", "")
+    if authorizer and authorizer != STANDARD_AUTHORIZER:
+        fail(f"KRaft needs {STANDARD_AUTHORIZER}, not {authorizer}")
+    if authorizer and p.get("allow.everyone.if.no.acl.found", "false") != "false":
+        fail("the stand-in models allow.everyone.if.no.acl.found=false only")
+
+
+def scram_hash(password: str, salt: str, iterations: int) -> str:
+    return hashlib.pbkdf2_hmac("sha512", password.encode(), bytes.fromhex(salt), iterations).hex()
+
+
+def certificate_principal(conf: Config, cert: str) -> str | None:
+    """User:<CN> of a client certificate signed by this node's trust store (None: refused)."""
+    p = conf.props
+    ca = p.get("ssl.truststore.location", "")
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        verify = subprocess.run(["openssl", "verify", "-CAfile", ca], input=cert, capture_output=True, text=True,
+                                timeout=10, check=False)
+        if verify.returncode != 0:
+            return None
+        subject = subprocess.run(["openssl", "x509", "-noout", "-subject", "-nameopt", "RFC2253"], input=cert,
+                                 capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+        dn = subject.removeprefix("subject=").strip()
+        # Kafka's SslPrincipalMapper: rules split at commas outside their patterns; the first whose
+        # pattern matches the whole DN gives the name ($1 = a group); DEFAULT keeps the DN.
+        rules = [m[1] for m in re.finditer(r"\s*(" + MAPPING_RULE + r")\s*(,\s*|$)", p.get(
+            "ssl.principal.mapping.rules", "DEFAULT").strip()) if m[1]]
+        for rule in rules:
+            parsed = re.fullmatch(MAPPING_RULE, rule)
+            if parsed is None:
+                fail(f"Invalid rule: {rule}")
+            if parsed[1]:
+                return "User:" + dn
+            if parsed[2] is not None and re.fullmatch(parsed[2], dn):
+                return "User:" + re.sub(parsed[2], re.sub(r"\$(\d+)", r"\\\1", parsed[4]), dn)
+    return None
 
 
 def call(addr: Addr, request: Json, timeout: float = 1.0) -> Json | None:
@@ -126,7 +234,7 @@ def call_all(addrs: dict[int, Addr], request: Json) -> dict[int, Json | None]:
 def merge(target: Json, other: Json) -> bool:
     """Keep the newest entry (by its writer's timestamp) of every broker and topic; True if one changed."""
     changed = False
-    for section in ("brokers", "topics"):
+    for section in ("brokers", "topics", "users", "acls"):
         for key, entry in other.get(section, {}).items():
             if entry["ts"] > target[section].get(key, {}).get("ts", 0):
                 target[section][key], changed = entry, True
@@ -235,8 +343,8 @@ class Node:
         if not self.voters and quorum.is_file():
             self.voters = {v["id"]: v for v in json.loads(quorum.read_text())["voters"]}
         self.state_file = conf.meta / "standin-cluster.json"
-        empty = {"offset": 0, "brokers": {}, "topics": {}}
-        self.state: Json = json.loads(self.state_file.read_text()) if self.state_file.is_file() else empty
+        empty = {"offset": 0, "brokers": {}, "topics": {}, "users": {}, "acls": {}}
+        self.state: Json = {**empty, **(json.loads(self.state_file.read_text()) if self.state_file.is_file() else {})}
         self.cache: Json = self.state  # the last majority read
 
     def log(self, message: str) -> None:
@@ -284,7 +392,8 @@ class Node:
         # The lowest-id voter that answers and has caught up leads (else the lowest that answers).
         leader = min(up, key=lambda i: (up[i]["status"]["lag"] > 0, i)) if majority else None
         if majority:
-            cache = {"offset": max(r["state"]["offset"] for r in up.values()), "brokers": {}, "topics": {}}
+            cache = {"offset": max(r["state"]["offset"] for r in up.values()), "brokers": {}, "topics": {},
+                     "users": {}, "acls": {}}
             for reply in up.values():
                 merge(cache, reply["state"])
             self.cache = cache
@@ -298,7 +407,41 @@ class Node:
         acks = call_all(voters, {"op": "apply", "section": section, "key": key, "value": value})
         return {"ok": bool(voters) and sum(bool(a and a.get("ok")) for a in acks.values()) > len(voters) // 2}
 
-    def handle(self, req: Json) -> Json:
+    def authenticate(self, protocol: str, client: Json) -> str | None:
+        """None when a tool's request may go on over a listener of this protocol, else why not."""
+        given = client.get("protocol", "PLAINTEXT")
+        if protocol == "PLAINTEXT":
+            return None
+        if given != protocol:
+            return f"the listener speaks {protocol}, the client {given} (disconnected during the handshake)"
+        if not client.get("trusts_ca"):
+            return "SSL handshake failed: the client does not trust the node's certificate"
+        principal = self.principal(protocol, client)
+        if principal is None:
+            return ("SSL handshake failed: the client certificate is not signed by a CA of the node's trust store"
+                    if protocol == "SSL" else
+                    "org.apache.kafka.common.errors.SaslAuthenticationException: Authentication failed during "
+                    "authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512")
+        return self.authorize(principal)
+
+    def principal(self, protocol: str, client: Json) -> str | None:
+        if protocol == "SSL":
+            return certificate_principal(self.conf, client.get("cert", ""))
+        user = client.get("username", "")
+        stored = self.view()["state"].get("users", {}).get(user)
+        ok = stored and scram_hash(client.get("password", ""), stored["salt"], stored["iterations"]) == stored["hash"]
+        return "User:" + user if ok else None
+
+    def authorize(self, principal: str) -> str | None:
+        if not self.conf.props.get("authorizer.class.name") or principal in self.conf.super_users:
+            return None
+        return f"org.apache.kafka.common.errors.ClusterAuthorizationException: {principal} is not authorized (no ACL)"
+
+    def handle(self, req: Json, protocol: str = "PLAINTEXT") -> Json:
+        if req.get("op") in {"view", "write"} and "tool" in req:
+            error = self.authenticate(protocol, req.get("client") or {})
+            if error:
+                return {"error": error, "refused": True}
         ops: dict[str, Callable[[], Json]] = {
             "status": self.status, "view": self.view,
             "write": lambda: self.write(req["section"], req["key"], req["value"])}
@@ -309,27 +452,30 @@ class Node:
         op = ops.get(req.get("op", ""))
         return op() if op else {"error": f"unsupported request {req.get('op')!r}"}
 
-    def open(self, role: str, addr: Addr | None) -> None:
-        """Listen on addr; every connection gets its own thread."""
-        if addr is None:
+    def open(self, role: str, names: list[str]) -> None:
+        """Listen on the role's listeners; every connection gets its own thread."""
+        if not names:
             fail(f"listeners has no {role} listener")
-        try:
-            listener = socket.create_server(addr)
-        except OSError as exc:
-            fail(f"Unable to open the {role} listener {addr[0]}:{addr[1]}: {exc}")
-        threading.Thread(target=self.accept_forever, args=(listener,), daemon=True).start()
-        self.opened = {**self.opened, role: time.time()}
-        self.log(f"INFO [{role}] listening on {addr[0]}:{addr[1]}, catching up for {CATCH_UP_S:g} s")
-
-    def accept_forever(self, listener: socket.socket) -> None:
-        while True:
-            threading.Thread(target=self.answer, args=(listener.accept()[0],), daemon=True).start()
-
-    def answer(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            conn.settimeout(5)
+        for name in names:
+            addr, protocol = self.conf.addrs[name], self.conf.protocols[name]
             try:
-                reply = self.handle(json.loads(conn.makefile("rb").readline()))
+                listener = socket.create_server(addr)
+            except OSError as exc:
+                fail(f"Unable to open the {role} listener {addr[0]}:{addr[1]}: {exc}")
+            threading.Thread(target=self.accept_forever, args=(listener, protocol), daemon=True).start()
+            self.log(f"INFO [{role}] listener {name} ({protocol}) on {addr[0]}:{addr[1]}")
+        self.opened = {**self.opened, role: time.time()}
+        self.log(f"INFO [{role}] catching up for {CATCH_UP_S:g} s")
+
+    def accept_forever(self, listener: socket.socket, protocol: str) -> None:
+        while True:
+            threading.Thread(target=self.answer, args=(listener.accept()[0], protocol), daemon=True).start()
+
+    def answer(self, conn: socket.socket, protocol: str) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(15)
+            try:
+                reply = self.handle(json.loads(conn.makefile("rb").readline()), protocol)
             except (ValueError, KeyError, TypeError) as exc:
                 reply = {"error": repr(exc)}
             conn.sendall(json.dumps(reply).encode() + b"\n")
@@ -362,11 +508,12 @@ class Node:
 def server(argv: list[str]) -> None:
     conf = Config(argv[0])
     check_log4j()
+    check_security(conf)
     node = Node(conf)
     signal.signal(signal.SIGTERM, node.on_sigterm)
     node.event(f"STARTED node {conf.node_id}")
     if "controller" in conf.roles:
-        node.open("controller", conf.controller_addr)
+        node.open("controller", [conf.controller_name] if conf.controller_name else [])
         threading.Thread(target=node.sync_forever, daemon=True).start()
     if "broker" in conf.roles:
         deadline = time.monotonic() + conf.registration_s
@@ -377,7 +524,7 @@ def server(argv: list[str]) -> None:
                 raise SystemExit(1)
             time.sleep(0.5)
         node.log(f"INFO [broker] node {conf.node_id} registered with the controller quorum")
-        node.open("broker", conf.broker_addr)
+        node.open("broker", conf.broker_names)
     time.sleep(CATCH_UP_S)
     node.event(f"IN_SYNC node {conf.node_id}")
     while True:
@@ -385,13 +532,44 @@ def server(argv: list[str]) -> None:
 
 
 # The tools: they ask a node for its view (or to write), then print Kafka's layout.
+def client_credentials(argv: list[str]) -> Json:
+    """What a tool presents from its --command-config (Kafka's client settings)."""
+    path = opt(argv, "--command-config")
+    if not path:
+        return {"protocol": "PLAINTEXT"}
+    try:
+        p = props(path)
+    except OSError as exc:
+        fail(f"Error while reading the command config {path}: {exc.strerror}")
+    client: Json = {"protocol": p.get("security.protocol", "PLAINTEXT")}
+    if client["protocol"] in {"SSL", "SASL_SSL"}:
+        if p.get("ssl.truststore.type") != "PEM":
+            fail("the stand-in models PEM trust stores only (ssl.truststore.type=PEM)")
+        client["trusts_ca"] = bool(readable_pem(p.get("ssl.truststore.location"), "truststore", key=False))
+    if client["protocol"] == "SSL":
+        if p.get("ssl.keystore.type") != "PEM":
+            fail("the stand-in models PEM key stores only (ssl.keystore.type=PEM)")
+        text = readable_pem(p.get("ssl.keystore.location"), "keystore", key=True)
+        client["cert"] = text[text.index("-----BEGIN CERTIFICATE-----"):]
+    if client["protocol"] == "SASL_SSL":
+        if p.get("sasl.mechanism") != "SCRAM-SHA-512":
+            fail("the stand-in models sasl.mechanism=SCRAM-SHA-512 only")
+        jaas = p.get("sasl.jaas.config", "")
+        found = dict(re.findall(r'(username|password)="([^"]*)"', jaas))
+        client |= {"username": found.get("username", ""), "password": found.get("password", "")}
+    return client
+
+
 def cluster_view(argv: list[str], error: str, majority: bool = True) -> tuple[Addr, Json]:
     """The view of the first bootstrap server that answers within 5 s."""
     servers = [hostport(s) for s in split(opt(argv, "--bootstrap-server", "--bootstrap-controller"))]
+    client = client_credentials(argv)
     deadline = time.monotonic() + 5
     while servers and time.monotonic() < deadline:
         for addr in servers:
-            view = call(addr, {"op": "view"}, timeout=15)
+            view = call(addr, {"op": "view", "tool": True, "client": client}, timeout=15)
+            if view and view.get("refused"):
+                fail(f"{error}{view['error']}")
             if view and "majority" in view:
                 if majority and not view["majority"]:
                     fail(f"{error}{TIMEOUT} (no majority of the controller quorum answers)")
@@ -400,8 +578,12 @@ def cluster_view(argv: list[str], error: str, majority: bool = True) -> tuple[Ad
     return fail(f"{error}{TIMEOUT} (no bootstrap server answers)")
 
 
-def write(addr: Addr, section: str, key: str, value: Json, error: str) -> None:
-    reply = call(addr, {"op": "write", "section": section, "key": key, "value": {**value, "ts": time.time()}}, 15)
+def write(argv: list[str], addr: Addr, section: str, key: str, value: Json, *, error: str) -> None:
+    request = {"op": "write", "tool": True, "client": client_credentials(argv), "section": section, "key": key,
+               "value": {**value, "ts": time.time()}}
+    reply = call(addr, request, 15)
+    if reply and reply.get("refused"):
+        fail(f"{error}{reply['error']}")
     if not (reply and reply.get("ok")):
         fail(f"{error}{TIMEOUT} (the write did not reach a majority of the voters)")
 
@@ -445,7 +627,7 @@ def topics(argv: list[str]) -> None:
         count, rf = int(opt(argv, "--partitions") or 1), int(opt(argv, "--replication-factor") or 1)
         config = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv[:-1]) if a == "--config")
         replicas = place(live, 0, count, rf, error)
-        write(addr, "topics", name, {"id": new_uuid(), "partitions": replicas, "config": config}, error)
+        write(argv, addr, "topics", name, {"id": new_uuid(), "partitions": replicas, "config": config}, error=error)
         print(f"Created topic {name}.")
     elif "--alter" in argv and name:
         old, count = all_topics[name]["partitions"], int(opt(argv, "--partitions") or 0)
@@ -453,15 +635,53 @@ def topics(argv: list[str]) -> None:
             fail(f"{error}org.apache.kafka.common.errors.InvalidPartitionsException: Topic currently has "
                  f"{len(old)} partitions, which is higher than the requested {count}.")
         grown = old + place(live, len(old), count, len(old[0]), error)
-        write(addr, "topics", name, {**all_topics[name], "partitions": grown}, error)
+        write(argv, addr, "topics", name, {**all_topics[name], "partitions": grown}, error=error)
     else:
         fail("kafka-topics.sh (stand-in): use --list, --describe, --create or --alter (with --topic)")
 
 
+SCRAM_VALUE = re.compile(r"(?:iterations=(-?[0-9]*),)?password=(.*)")
+
+
+def user_configs(argv: list[str], name: str, error: str) -> None:
+    """SCRAM credentials as Kafka's ConfigCommand handles them (--add-config or --add-config-file)."""
+    addr, view = cluster_view(argv, error)
+    users = view["state"].get("users", {})
+    if "--alter" in argv:
+        added: dict[str, str] = {}
+        if opt(argv, "--add-config-file"):
+            try:
+                added |= props(opt(argv, "--add-config-file") or "")
+            except OSError as exc:
+                fail(f"{error}{opt(argv, '--add-config-file')}: {exc.strerror}")
+        for pair in split(opt(argv, "--add-config")):  # the password on the command line: allowed, logged
+            key, _, value = pair.partition("=")
+            added[key] = value.strip("[]")
+        credential = added.get("SCRAM-SHA-512", "")
+        match = SCRAM_VALUE.fullmatch(credential)
+        if not name or match is None:
+            fail(f"{error}java.lang.IllegalArgumentException: Invalid credential property SCRAM-SHA-512 (no password=)")
+        iterations = int(match[1]) if match[1] and match[1] != "-1" else 4096
+        if iterations < 4096:
+            fail(f"{error}Iterations {iterations} is less than the minimum 4096 required for SCRAM-SHA-512")
+        salt = os.urandom(16).hex()
+        entry = {"salt": salt, "iterations": iterations, "hash": scram_hash(match[2], salt, iterations)}
+        write(argv, addr, "users", name, entry, error=error)
+        print(f"Completed updating config for user {name}.")
+        return
+    for user in [name] if name else sorted(users):
+        if user in users:
+            print(f"SCRAM credential configs for user-principal '{user}' are "
+                  f"SCRAM-SHA-512=iterations={users[user]['iterations']}")
+
+
 def configs(argv: list[str]) -> None:
     name, error = opt(argv, "--entity-name") or "", "Error while executing config command : "
+    if opt(argv, "--entity-type") == "users":
+        user_configs(argv, name, error)
+        return
     if opt(argv, "--entity-type") != "topics":
-        fail("kafka-configs.sh (stand-in): only --entity-type topics is modelled")
+        fail("kafka-configs.sh (stand-in): only --entity-type topics and users are modelled")
     addr, view = cluster_view(argv, error)
     topic = view["state"]["topics"].get(name)
     if topic is None:
@@ -470,7 +690,7 @@ def configs(argv: list[str]) -> None:
     if "--alter" in argv:
         added = dict(pair.split("=", 1) for pair in split(opt(argv, "--add-config")))
         kept = {k: v for k, v in topic["config"].items() if k not in split(opt(argv, "--delete-config"))}
-        write(addr, "topics", name, {**topic, "config": {**kept, **added}}, error)
+        write(argv, addr, "topics", name, {**topic, "config": {**kept, **added}}, error=error)
         print(f"Completed updating config for topic {name}.")
         return
     print(f"Dynamic configs for topic {name} are:")
@@ -531,9 +751,56 @@ def broker_api_versions(argv: list[str]) -> None:
                   "[usable: 12],\n\tFetch(1): 4 to 17 [usable: 17],\n\tMetadata(3): 0 to 13 [usable: 13]\n)")
 
 
+RESOURCE_FLAGS = {"--topic": "TOPIC", "--group": "GROUP", "--transactional-id": "TRANSACTIONAL_ID"}
+
+
+def acls(argv: list[str]) -> None:
+    """kafka-acls.sh --add (one principal, its operations, one resource) and --list, in Kafka's layout."""
+    error = "Error while executing ACL command: "
+    addr, view = cluster_view(argv, error)
+    stored = view["state"].get("acls", {})
+    if "--add" in argv:
+        pattern = (opt(argv, "--resource-pattern-type") or "literal").upper()
+        principal = opt(argv, "--allow-principal") or ""
+        if not principal:
+            fail(f"{error}--allow-principal is required")
+        resources = [(kind, opt(argv, flag)) for flag, kind in RESOURCE_FLAGS.items() if opt(argv, flag)]
+        resources += [("CLUSTER", "kafka-cluster")] if "--cluster" in argv else []
+        operations = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--operation"]
+        if len(resources) != 1 or not operations or pattern not in {"LITERAL", "PREFIXED"}:
+            fail(f"{error}the stand-in models --add with one resource, --operation(s) and a literal/prefixed pattern")
+        kind, name = resources[0]
+        for operation in operations:
+            op = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", operation).upper()
+            key = f"{kind}|{name}|{pattern}|{principal}|{op}"
+            write(argv, addr, "acls", key, {"kind": kind, "name": name, "pattern": pattern, "principal": principal,
+                                            "operation": op}, error=error)
+        print(f"Adding ACLs for resource `ResourcePattern(resourceType={kind}, name={name}, patternType={pattern})`:")
+        return
+    if "--list" not in argv:
+        fail("kafka-acls.sh (stand-in): use --add or --list")
+    by_resource: dict[tuple[str, str, str], list[Json]] = {}
+    for entry in stored.values():
+        by_resource.setdefault((entry["kind"], entry["name"], entry["pattern"]), []).append(entry)
+    for (kind, name, pattern), entries in sorted(by_resource.items()):
+        print(f"Current ACLs for resource `ResourcePattern(resourceType={kind}, name={name}, patternType={pattern})`: ")
+        for e in sorted(entries, key=lambda e: (e["principal"], e["operation"])):
+            print(f" \t(principal={e['principal']}, host=*, operation={e['operation']}, permissionType=ALLOW)")
+        print()
+
+
+def log_argv(tool: str, argv: list[str]) -> None:
+    """One JSON line per tool run (not the server's): what a process listing would have shown."""
+    with contextlib.suppress(OSError), open(os.environ.get("FAKE_KAFKA_ARGV_LOG", "/var/log/fake-kafka-argv.log"),
+                                            "a") as fh:
+        fh.write(json.dumps({"uid": os.getuid(), "argv": [tool, *argv]}) + "\n")
+
+
 TOOLS = {"kafka-storage.sh": storage, "kafka-server-start.sh": server, "kafka-topics.sh": topics,
          "kafka-configs.sh": configs, "kafka-metadata-quorum.sh": metadata_quorum,
-         "kafka-broker-api-versions.sh": broker_api_versions}
+         "kafka-broker-api-versions.sh": broker_api_versions, "kafka-acls.sh": acls}
 
 if __name__ == "__main__":
+    if os.environ["FAKE_KAFKA_TOOL"] != "kafka-server-start.sh":
+        log_argv(os.environ["FAKE_KAFKA_TOOL"], sys.argv[1:])
     TOOLS[os.environ["FAKE_KAFKA_TOOL"]](sys.argv[1:])
