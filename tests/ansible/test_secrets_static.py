@@ -151,7 +151,9 @@ CASES = {
                                                      "candlestack_pg_consumer_password",
                                                      "candlestack_pg_aggregator_password",
                                                      "candlestack_pg_retention_password",
-                                                     "candlestack_pg_status_password")}},
+                                                     "candlestack_pg_status_password",
+                                                     "candlestack_kafka_producer_password",
+                                                     "candlestack_kafka_consumer_password")}},
 }
 
 
