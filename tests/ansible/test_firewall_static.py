@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from tests.ansible import test_deployment_static as static
+from tests.ansible.test_systemd_units_static import EXPOSURE_LIMIT, OVERALL
 
 ROOT = static.ROOT
 PLAYBOOK = Path(__file__).resolve().parent / "render-firewall.yml"
@@ -264,3 +265,16 @@ def test_every_scrape_target_accepts_the_monitoring_host(
                     f"{name}: {job['job_name']} target {target} on {host} is closed to {monitoring_host} ({source})")
                 checked += 1
     assert checked >= len(hostvars) - 1, f"{name}: only {checked} targets checked"
+
+
+@pytest.mark.parametrize("inventory", ["inventory/lab"], indirect=True)
+def test_the_firewall_unit_is_sandboxed_like_the_others(inventory: tuple[str, Path], hosts: dict[str, Host]) -> None:
+    """The unit runs nft as root: it must still score under the limit of the roles' units."""
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is missing: apt-get install -y --no-install-recommends systemd"
+    unit = next(iter(hosts.values())).path.parent / "candlestack-firewall.service"
+    proc = subprocess.run([analyze, "security", "--offline=true", str(unit)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    found = OVERALL.search(proc.stdout)
+    assert found, f"no overall exposure in:\n{proc.stdout}\n{proc.stderr}"
+    assert float(found["score"]) < EXPOSURE_LIMIT, proc.stdout
