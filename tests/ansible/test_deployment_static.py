@@ -33,6 +33,14 @@ def venv_bin() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def vault_dir(venv_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Throwaway vault secrets (scripts/make-vault.sh) for rendering an inventory's templates."""
+    directory = tmp_path_factory.mktemp("vault")
+    _ok(_run([str(ROOT / "scripts" / "make-vault.sh"), str(directory)], venv_bin))
+    return directory
+
+
 def _run(cmd: list[str], venv_bin: Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PATH=f"{venv_bin}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", PY_COLORS="0")
     env.pop("ANSIBLE_VAULT_PASSWORD_FILE", None)

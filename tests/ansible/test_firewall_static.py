@@ -41,6 +41,7 @@ ANY = "any"
 PUBLIC_PORTS = {"22", "80", "443"}
 
 venv_bin = static.venv_bin
+vault_dir = static.vault_dir
 
 # A flow's rule as the template writes it: `[ip|ip6 saddr { a, b }] tcp dport { p, first-last } accept`.
 RULE = re.compile(r"^(?:(?P<family>ip6?) saddr \{ (?P<sources>[^}]+) \} )?"
@@ -150,13 +151,6 @@ def _inventory_list(work: Path, venv_bin: Path) -> dict[str, Any]:
     static._ok(proc)
     listing: dict[str, Any] = json.loads(proc.stdout)
     return listing
-
-
-@pytest.fixture(scope="module")
-def vault_dir(venv_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("vault")
-    static._ok(static._run([str(ROOT / "scripts" / "make-vault.sh"), str(directory)], venv_bin))
-    return directory
 
 
 @pytest.fixture(scope="module", params=INVENTORIES)

@@ -39,6 +39,7 @@ TRUE = {"true", "yes", "on", "1"}
 
 # The module-scoped venv fixture of the deployment static tests (scripts/ansible-venv.sh).
 venv_bin = static.venv_bin
+vault_dir = static.vault_dir
 
 
 def _yaml(path: Path) -> Any:
@@ -143,13 +144,6 @@ def _tool(name: str, package: str) -> str:
     if found is None:
         pytest.skip(f"{name} is missing: apt-get install -y --no-install-recommends {package}")
     return found
-
-
-@pytest.fixture(scope="module")
-def vault_dir(venv_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("vault")
-    static._ok(static._run([str(ROOT / "scripts" / "make-vault.sh"), str(directory)], venv_bin))
-    return directory
 
 
 @pytest.fixture(scope="module", params=INVENTORIES)
