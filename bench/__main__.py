@@ -51,6 +51,19 @@ def rss_rows(ctx: Context, report: Report) -> None:
             f"process tree ({peak.processes} procs) sampled every 200 ms; own VmHWM {peak.hwm_mib:.0f} MiB")))
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    """``1M,10M,300k`` → (1000000, 10000000, 300000)."""
+    factors = {"k": 1_000, "m": 1_000_000}
+    sizes = []
+    for item in filter(None, (part.strip().lower() for part in text.split(","))):
+        factor = factors.get(item[-1], 1)
+        digits = item[:-1] if item[-1] in factors else item
+        if not digits.isdigit() or int(digits) == 0:
+            raise argparse.ArgumentTypeError(f"not a trade count: {item!r}")
+        sizes.append(int(digits) * factor)
+    return tuple(sizes)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,6 +72,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes and short runs (about 3-4 minutes)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile our consumer with py-spy in an extra ingest run (about +30 s)")
+    parser.add_argument("--backfill-sizes", type=_sizes, default=(), metavar="N,N,...",
+                        help="trade counts for the backfill benchmark, e.g. 1M,10M,30M "
+                             "(default: 1M,10M,30M; with --quick 300k)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (component logs)")
     args = parser.parse_args(argv)
     args.selected = [name.strip() for name in args.only.split(",") if name.strip() and name.strip() != "rss"]
@@ -81,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             pg = stack.enter_context(postgres_cluster())
             broker = stack.enter_context(tansu_broker())
             ctx = Context(pg=pg, broker=broker, workdir=workdir, rss=rss, quick=args.quick,
-                          profile=args.profile)
+                          profile=args.profile, backfill_sizes=args.backfill_sizes)
             for name in args.selected:
                 if name == "backfill" and ctx.spark is None:
                     spark_dir = workdir / "spark"

@@ -33,6 +33,8 @@ class Context:
     rss: RssTracker
     quick: bool
     profile: bool = False
+    # Trade counts for the backfill benchmark; empty: its own defaults for a full or quick run.
+    backfill_sizes: tuple[int, ...] = ()
     spark: SparkCluster | None = None
     _names: set[str] = field(default_factory=set)
 

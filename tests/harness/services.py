@@ -118,6 +118,13 @@ class Postgres:
             cur.execute(f'CREATE DATABASE "{name}"')
         conn.close()
 
+    def drop_database(self, name: str) -> None:
+        conn = self.connect()
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # test names only
+        conn.close()
+
     def env(self, database: str) -> dict[str, str]:
         return {
             "CANDLESTACK_PG_HOST": "127.0.0.1",
