@@ -1,0 +1,428 @@
+"""``candlestack import``: load Binance's trade archives into ``trades``, then backfill candles.
+
+For each file: its checksum is checked (when a ``.CHECKSUM`` exists) before anything is
+written, a file already recorded in ``imported_files`` with the same sha256 is skipped, and the
+file is loaded block by block (see :mod:`candlestack.importer.load`). A missing file (HTTP 404)
+is reported and skipped; a refused file (bad checksum, bad layout) is reported, nothing of it is
+written, and the command exits with 65 once the other files are done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TextIO
+
+import psycopg2.extensions
+
+from candlestack.core import db, logs
+from candlestack.core.contract import normalise_symbol
+from candlestack.core.errors import ArchiveError, ChecksumMismatchError, ContractError, SettingsError
+from candlestack.core.settings import Env, LogSettings, PostgresSettings
+from candlestack.importer import load
+from candlestack.importer.archive import ArchiveFile, Kind, blocks, open_csv, plan, sha256_of, sniff
+from candlestack.importer.fetch import Http, Local, scan
+
+log = logging.getLogger(__name__)
+
+BLOCK_BYTES = 32 << 20
+EX_DATAERR = 65
+
+# (symbol, start ms, end ms exclusive) -> rebuilds the candles of that range.
+Backfill = Callable[[str, int, int], None]
+
+
+@dataclass
+class Summary:
+    files: int = 0
+    imported: int = 0
+    skipped: int = 0
+    missing: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    rows: int = 0
+    inserted: int = 0
+    seconds: float = 0.0
+    # symbol -> (first ms, last ms) over every file of the run, loaded now or before.
+    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def cover(self, symbol: str, first_ms: int | None, last_ms: int | None) -> None:
+        if first_ms is None or last_ms is None:
+            return
+        lo, hi = self.ranges.get(symbol, (first_ms, last_ms))
+        self.ranges[symbol] = (min(lo, first_ms), max(hi, last_ms))
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+class Progress:
+    """A progress line on a terminal (files, rows, rate, ETA), structured log lines otherwise."""
+
+    def __init__(self, total_files: int, *, stream: TextIO | None = None, interval_s: float = 10.0) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        self._tty = self._stream.isatty()
+        self.total = total_files
+        self._interval_s = 0.5 if self._tty else interval_s
+        self._began = time.monotonic()
+        self._last = 0.0
+        self.rows = 0
+
+    def update(self, files_done: int, fraction: float, name: str, rows: int, *, force: bool = False) -> None:
+        """``fraction``: how much of the current file is done (bytes)."""
+        self.rows = rows
+        now = time.monotonic()
+        if not force and now - self._last < self._interval_s:
+            return
+        self._last = now
+        elapsed = now - self._began
+        done = min(self.total, files_done + fraction)
+        rate = rows / elapsed if elapsed > 0 else 0.0
+        eta = elapsed / done * (self.total - done) if done > 0 else None
+        eta_text = "?" if eta is None else f"{eta:,.0f} s"
+        if self._tty:
+            self._stream.write(f"\rimport: {files_done}/{self.total} files  {rows:,} rows  {rate:,.0f} rows/s  "
+                               f"ETA {eta_text}  {name}\x1b[K")
+            self._stream.flush()
+        else:
+            log.info("import progress", extra={"files": f"{files_done}/{self.total}", "rows": rows,
+                                               "rows_per_s": round(rate), "eta_s": None if eta is None else round(eta),
+                                               "file": name})
+
+    def close(self) -> None:
+        if self._tty:
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    kind: Kind | None = None
+    symbols: tuple[str, ...] = ()
+    first: date | None = None
+    last: date | None = None
+    base_url: str | None = None
+    paths: tuple[Path, ...] = ()
+    download_dir: Path | None = None
+    keep_downloads: bool = False
+    force: bool = False
+    block_bytes: int = BLOCK_BYTES
+    # Testing hook: exit abruptly (as a kill would) after this many committed blocks.
+    die_after_blocks: int | None = None
+
+
+class Importer:
+    def __init__(self, conn: psycopg2.extensions.connection, options: Options, *,
+                 progress: Progress | None = None, today: date | None = None) -> None:
+        self._conn = conn
+        self._options = options
+        self._progress = progress
+        self._today = today or datetime.now(UTC).date()
+        self._blocks = 0
+
+    def run(self) -> Summary:
+        options = self._options
+        began = time.monotonic()
+        summary = Summary()
+        if options.base_url is not None:
+            self._run_remote(summary)
+        else:
+            self._run_local(summary)
+        summary.seconds = time.monotonic() - began
+        if self._progress is not None:
+            self._progress.close()
+        return summary
+
+    # -- remote -------------------------------------------------------------------------------
+    def _run_remote(self, summary: Summary) -> None:
+        options = self._options
+        assert options.base_url is not None and options.kind is not None
+        assert options.first is not None and options.last is not None
+        files = plan(list(options.symbols), options.kind, options.first, options.last, today=self._today)
+        load.check_stream(self._conn, files[0].stream)
+        download_dir = options.download_dir or Path(tempfile.mkdtemp(prefix="candlestack-import-"))
+        http = Http(options.base_url, download_dir)
+        self._progress = self._progress or Progress(len(files))
+        queue = list(files)
+        summary.files = len(queue)
+        done = 0
+        while queue:
+            file = queue.pop(0)
+            records = load.finished(self._conn, [file.name])
+            expected = http.checksum(file)
+            record = records.get(file.name)
+            if record is not None and not options.force and (expected is None or record.sha256 == expected):
+                self._skip(summary, file, record)
+                done += 1
+                continue
+            fetched = http.download(file)
+            if fetched is None:
+                if file.monthly:
+                    # Not published yet (a month's file comes some days after it ends): its days.
+                    daily = file.daily_files()
+                    log.info("no monthly file; taking its daily files", extra={"file": file.name, "files": len(daily)})
+                    queue[:0] = daily
+                    summary.files += len(daily) - 1
+                    self._progress.total = summary.files
+                else:
+                    log.warning("no such file in the archive (HTTP 404); skipped", extra={"file": file.name})
+                    summary.missing.append(file.name)
+                    done += 1
+                continue
+            path, actual = fetched
+            try:
+                if record is not None and not options.force and record.sha256 == actual:
+                    self._skip(summary, file, record)
+                else:
+                    self._load_checked(summary, file, path, expected, actual, done=done)
+            finally:
+                if not options.keep_downloads:
+                    path.unlink(missing_ok=True)
+            done += 1
+
+    # -- local --------------------------------------------------------------------------------
+    def _run_local(self, summary: Summary) -> None:
+        options = self._options
+        found = [local for local in scan(list(options.paths)) if self._wanted(local)]
+        summary.files = len(found)
+        if not found:
+            return
+        kinds = {local.file.kind for local in found}
+        if len(kinds) > 1:
+            raise ArchiveError(", ".join(str(p) for p in options.paths),
+                               "holds both trades and aggTrades files: one database holds one stream type; "
+                               "choose with --kind")
+        load.check_stream(self._conn, found[0].file.stream)
+        self._progress = self._progress or Progress(len(found))
+        records = load.finished(self._conn, [local.file.name for local in found])
+        for done, local in enumerate(found):
+            actual = sha256_of(local.path)
+            record = records.get(local.file.name)
+            if record is not None and not options.force and record.sha256 == actual:
+                self._skip(summary, local.file, record)
+                continue
+            self._load_checked(summary, local.file, local.path, local.expected_sha256, actual, done=done)
+
+    def _wanted(self, local: Local) -> bool:
+        options, file = self._options, local.file
+        return ((options.kind is None or file.kind == options.kind)
+                and (not options.symbols or file.symbol in options.symbols)
+                and (options.first is None or file.last_day >= options.first)
+                and (options.last is None or file.first_day <= options.last))
+
+    # -- both ---------------------------------------------------------------------------------
+    def _skip(self, summary: Summary, file: ArchiveFile, record: load.Record) -> None:
+        summary.skipped += 1
+        summary.cover(record.symbol, record.first_ms, record.last_ms)
+        log.info("already imported; skipped", extra={"file": file.name})
+
+    def _load_checked(self, summary: Summary, file: ArchiveFile, path: Path, expected: str | None, actual: str,
+                      *, done: int) -> None:
+        if expected is None:
+            log.warning("no .CHECKSUM for this file; loading it unverified", extra={"file": file.name})
+        elif expected != actual:
+            error = ChecksumMismatchError(file.name, expected, actual)
+            log.error("file refused", extra={"file": file.name, "error": error.reason})
+            summary.refused.append(file.name)
+            return
+        try:
+            self._load(summary, file, path, actual, done)
+        except ArchiveError as exc:
+            log.error("file refused", extra={"file": file.name, "error": exc.reason})
+            summary.refused.append(file.name)
+
+    def _load(self, summary: Summary, file: ArchiveFile, path: Path, sha256: str, done: int) -> None:
+        loader = load.Loader(self._conn, file.kind)
+        rows = inserted = 0
+        first_ms: int | None = None
+        last_ms: int | None = None
+        began = time.monotonic()
+        with open_csv(path) as (stream, size):
+            read = 0
+            header = True
+            layout = None
+            for block in blocks(stream, self._options.block_bytes):
+                if layout is None:
+                    layout = sniff(block, file.kind, file.name)
+                result = loader.load_block(file, block, layout, header=header and layout.header)
+                header = False
+                rows += result.rows
+                inserted += result.inserted
+                if result.first_ms is not None and result.last_ms is not None:
+                    first_ms = result.first_ms if first_ms is None else min(first_ms, result.first_ms)
+                    last_ms = result.last_ms if last_ms is None else max(last_ms, result.last_ms)
+                read += len(block)
+                self._blocks += 1
+                if self._progress is not None:
+                    self._progress.update(done, read / size if size else 1.0, file.name, summary.rows + rows)
+                if self._options.die_after_blocks is not None and self._blocks >= self._options.die_after_blocks:
+                    log.error("fault hook: dying after committed blocks", extra={"blocks": self._blocks})
+                    os._exit(137)
+        loader.record(file, sha256, rows=rows, inserted=inserted, first_ms=first_ms, last_ms=last_ms)
+        summary.imported += 1
+        summary.rows += rows
+        summary.inserted += inserted
+        summary.cover(file.symbol, first_ms, last_ms)
+        seconds = time.monotonic() - began
+        log.info("file imported", extra={"file": file.name, "rows": rows, "new_rows": inserted,
+                                         "seconds": round(seconds, 2),
+                                         "rows_per_s": round(rows / seconds) if seconds > 0 else None})
+        if self._progress is not None:
+            self._progress.update(done + 1, 0.0, file.name, summary.rows, force=True)
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                        help="archive files (.zip or .csv) or directories holding them; instead of --base-url")
+    parser.add_argument("--base-url", help="an archive with the data.binance.vision layout, e.g. "
+                                           "https://data.binance.vision (files under data/spot/daily|monthly/...)")
+    parser.add_argument("--symbols", help="comma-separated symbols (required with --base-url)")
+    parser.add_argument("--kind", choices=("trades", "aggTrades"),
+                        help="archive type: trades (stream 'trade') or aggTrades (stream 'aggTrade'); "
+                             "required with --base-url")
+    parser.add_argument("--from", dest="first", type=_date, help="first day, YYYY-MM-DD (UTC)")
+    parser.add_argument("--to", dest="last", type=_date, help="last day, inclusive, YYYY-MM-DD (UTC)")
+    parser.add_argument("--download-dir", type=Path,
+                        help="where downloads go while they load (default: a new temporary directory)")
+    parser.add_argument("--keep-downloads", action="store_true", help="keep downloaded files")
+    parser.add_argument("--force", action="store_true",
+                        help="load files already recorded as imported again (inserts only what is missing)")
+    parser.add_argument("--no-backfill", action="store_true",
+                        help="do not rebuild the candles of the imported range afterwards")
+    parser.add_argument("--backfill-env-file", metavar="FILE",
+                        help="CANDLESTACK_* settings for the backfill (the aggregator's login and Spark), "
+                             "default: those of the import")
+    parser.add_argument("--env-file", metavar="FILE",
+                        help="read CANDLESTACK_* settings from this KEY=VALUE file first, '-' for standard input")
+    parser.add_argument("--block-bytes", type=int, default=BLOCK_BYTES, help=argparse.SUPPRESS)
+    parser.add_argument("--die-after-blocks", type=int, help=argparse.SUPPRESS)
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    if args.base_url and args.paths:
+        raise SettingsError("--base-url", "give either --base-url or paths, not both")
+    if not args.base_url and not args.paths:
+        raise SettingsError("--base-url", "give --base-url or the paths of archive files")
+    try:
+        symbols = tuple(dict.fromkeys(normalise_symbol(s) for s in (args.symbols or "").split(",") if s.strip()))
+    except ContractError as exc:
+        raise SettingsError("--symbols", exc.reason) from None
+    if args.base_url:
+        for flag, value in (("--symbols", symbols), ("--kind", args.kind), ("--from", args.first),
+                            ("--to", args.last)):
+            if not value:
+                raise SettingsError(flag, "is required with --base-url")
+    if args.first and args.last and args.last < args.first:
+        raise SettingsError("--to", "must not be before --from")
+    return Options(kind=args.kind, symbols=symbols, first=args.first, last=args.last, base_url=args.base_url,
+                   paths=tuple(args.paths), download_dir=args.download_dir, keep_downloads=args.keep_downloads,
+                   force=args.force, block_bytes=max(1024, args.block_bytes), die_after_blocks=args.die_after_blocks)
+
+
+class SparkBackfill:
+    """The aggregator's backfill, on a Spark session built at the first call (``close()`` stops it)."""
+
+    def __init__(self, environ: dict[str, str] | None) -> None:
+        self._environ = environ
+        self._aggregator: object | None = None
+        self._conn: psycopg2.extensions.connection | None = None
+
+    def __call__(self, symbol: str, start_ms: int, end_ms: int) -> None:
+        from candlestack.aggregator.jobs import Aggregator  # noqa: PLC0415 - loads pyspark
+        from candlestack.aggregator.main import connect_when_up  # noqa: PLC0415
+        from candlestack.aggregator.session import build_session  # noqa: PLC0415
+        from candlestack.core.lifecycle import stop_on_signals  # noqa: PLC0415
+        from candlestack.core.settings import AggregatorSettings  # noqa: PLC0415
+
+        stop = stop_on_signals(log)
+        if self._aggregator is None:
+            settings = AggregatorSettings.from_env(self._environ)
+            self._conn = connect_when_up(settings, stop)
+            self._aggregator = Aggregator(settings, build_session(settings), self._conn)
+        assert isinstance(self._aggregator, Aggregator)
+        outcome = self._aggregator.backfill(start_ms, end_ms, [symbol], stop=stop)
+        if not outcome.finished:
+            raise KeyboardInterrupt
+
+    def close(self) -> None:
+        if self._aggregator is not None:
+            from candlestack.aggregator.session import stop_session  # noqa: PLC0415
+
+            stop_session(self._aggregator.spark)  # type: ignore[attr-defined]
+        if self._conn is not None:
+            self._conn.close()
+
+
+def backfill_ranges(summary: Summary, backfill: Backfill) -> None:
+    for symbol, (first_ms, last_ms) in sorted(summary.ranges.items()):
+        log.info("backfilling the imported range", extra={
+            "symbol": symbol, "from": _iso(first_ms), "to": _iso(last_ms + 1)})
+        backfill(symbol, first_ms, last_ms + 1)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def report(summary: Summary, out: TextIO) -> None:
+    """The result on standard output, one fact a line."""
+    out.write(f"files: {summary.files} planned, {summary.imported} imported, {summary.skipped} already imported, "
+              f"{len(summary.missing)} missing, {len(summary.refused)} refused\n")
+    for name in summary.missing:
+        out.write(f"missing: {name}\n")
+    for name in summary.refused:
+        out.write(f"refused: {name}\n")
+    out.write(f"rows: {summary.rows:,} read, {summary.inserted:,} new rows "
+              f"in {summary.seconds:.1f} s ({summary.rate:,.0f} rows/s)\n")
+    for symbol, (first_ms, last_ms) in sorted(summary.ranges.items()):
+        out.write(f"range: {symbol} {_iso(first_ms)} .. {_iso(last_ms + 1)}\n")
+
+
+def import_command(args: argparse.Namespace, environ: dict[str, str] | None = None) -> int:
+    """``candlestack import``; database errors become one line and an exit code (see cli.main)."""
+    from candlestack.admin import database_errors  # noqa: PLC0415
+
+    env = Env(environ)
+    settings = PostgresSettings.from_env(env, application_name="candlestack-import")
+    logs.setup(LogSettings.from_env(env))
+    options = options_from(args)
+    with database_errors(settings, needs="a member of candlestack_ingest"):
+        conn = db.connect(settings)
+        try:
+            summary = Importer(conn, options).run()
+        finally:
+            conn.close()
+    report(summary, sys.stdout)
+    sys.stdout.flush()
+    if summary.ranges and args.no_backfill:
+        for symbol, (first_ms, last_ms) in sorted(summary.ranges.items()):
+            print(f"candles not rebuilt (--no-backfill): candlestack aggregator backfill --symbols {symbol} "
+                  f"--from {_iso(first_ms)} --to {_iso(last_ms + 1)}")
+    elif summary.ranges:
+        backfill_environ = environ
+        if args.backfill_env_file:
+            from candlestack.core.settings import read_env_file  # noqa: PLC0415
+
+            backfill_environ = {**os.environ, **read_env_file(args.backfill_env_file)}
+        backfill = SparkBackfill(backfill_environ)
+        try:
+            backfill_ranges(summary, backfill)
+        finally:
+            backfill.close()
+        print("candles rebuilt for the imported range")
+    return EX_DATAERR if summary.refused else 0
