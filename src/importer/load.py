@@ -51,7 +51,7 @@ INSERT INTO trades (symbol, trade_id, stream, price, qty, first_trade_id, last_t
                     trade_time, event_time, buyer_is_maker, ingest_time)
 SELECT %(symbol)s, id, %(stream)s, price, qty, {ids}, tt, tt, maker, now()
 FROM (SELECT *, timestamptz 'epoch' + t * %(unit)s::interval AS tt FROM {stage}) s
-ON CONFLICT DO NOTHING
+{conflict}
 """
 
 RECORD_SQL = """
@@ -141,19 +141,35 @@ class Loader:
         if rows <= 0 or first_ms is None or last_ms is None:
             return BlockResult(0, 0, None, None)
         self._ensure_partitions(int(first_ms), int(last_ms), per_ms)
-        insert = INSERT_SQL.format(ids=IDS[self._kind], stage=self._stage)
-        with conn, conn.cursor() as cur:
-            cur.execute(insert, {"symbol": file.symbol, "stream": file.stream,
-                              "unit": "1 microsecond" if layout.micros else "1 millisecond"})
-            inserted = cur.rowcount
+        params = {"symbol": file.symbol, "stream": file.stream,
+                  "unit": "1 microsecond" if layout.micros else "1 millisecond"}
+        inserted = None
+        if not self._any_stored(file.symbol, int(first_ms), int(last_ms)):
+            # Nothing of this symbol is stored in the block's time range (the usual case): a
+            # plain INSERT, which costs about a third less than one with ON CONFLICT. Should a
+            # row arrive meanwhile (the live consumer, or a duplicate line in the file), the
+            # unique key refuses the block, and it goes the careful way.
+            try:
+                with conn, conn.cursor() as cur:
+                    cur.execute(INSERT_SQL.format(ids=IDS[self._kind], stage=self._stage, conflict=""), params)
+                    inserted = cur.rowcount
+            except psycopg2.errors.UniqueViolation:
+                inserted = None
+        if inserted is None:
+            with conn, conn.cursor() as cur:
+                cur.execute(INSERT_SQL.format(ids=IDS[self._kind], stage=self._stage,
+                                              conflict="ON CONFLICT DO NOTHING"), params)
+                inserted = cur.rowcount
         return BlockResult(rows, inserted, int(first_ms), int(last_ms))
 
-    def record(self, file: ArchiveFile, sha256: str, *, rows: int, inserted: int,
-               first_ms: int | None, last_ms: int | None) -> None:
+    def _any_stored(self, symbol: str, first_ms: int, last_ms: int) -> bool:
         with self._conn, self._conn.cursor() as cur:
-            cur.execute(RECORD_SQL, {"name": file.name, "sha256": sha256, "symbol": file.symbol,
-                                     "stream": file.stream, "rows_read": rows, "rows_inserted": inserted,
-                                     "first_ms": first_ms, "last_ms": last_ms})
+            cur.execute("SELECT EXISTS (SELECT 1 FROM trades WHERE symbol = %(symbol)s AND trade_time "
+                        "BETWEEN timestamptz 'epoch' + %(first)s * interval '1 millisecond' "
+                        "AND timestamptz 'epoch' + (%(last)s + 1) * interval '1 millisecond')",
+                        {"symbol": symbol, "first": first_ms, "last": last_ms})
+            row = cur.fetchone()
+        return bool(row and row[0])
 
     def _ensure_partitions(self, first_ms: int, last_ms: int, per_ms: int) -> None:
         first, last = _day(first_ms), _day(last_ms)
@@ -176,6 +192,26 @@ class Loader:
 
         _retry_on_lock_timeout(create)
         self._known_days.update(new)
+
+
+def record(conn: psycopg2.extensions.connection, file: ArchiveFile, sha256: str, *, rows: int, inserted: int,
+           first_ms: int | None, last_ms: int | None) -> None:
+    """Record a file whose every block is committed: the next run skips it."""
+    with conn, conn.cursor() as cur:
+        cur.execute(RECORD_SQL, {"name": file.name, "sha256": sha256, "symbol": file.symbol,
+                                 "stream": file.stream, "rows_read": rows, "rows_inserted": inserted,
+                                 "first_ms": first_ms, "last_ms": last_ms})
+
+
+def ensure_partitions(conn: psycopg2.extensions.connection, days: list[date]) -> None:
+    """Create the partitions of ``days`` before loading starts: a partition's creation locks the
+    parent table, which parallel loaders would otherwise hold in turn all the time."""
+    def create() -> None:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT ensure_trade_partitions_on(%s::date[])", (sorted(set(days)),))
+
+    if days:
+        _retry_on_lock_timeout(create)
 
 
 def _day(ms: int) -> date:

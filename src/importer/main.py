@@ -14,10 +14,13 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -28,12 +31,12 @@ from candlestack.core.contract import normalise_symbol
 from candlestack.core.errors import ArchiveError, ChecksumMismatchError, ContractError, SettingsError
 from candlestack.core.settings import Env, LogSettings, PostgresSettings
 from candlestack.importer import load
-from candlestack.importer.archive import ArchiveFile, Kind, blocks, open_csv, plan, sha256_of, sniff
+from candlestack.importer.archive import ArchiveFile, Kind, Layout, blocks, open_csv, plan, sha256_of, sniff
 from candlestack.importer.fetch import Http, Local, scan
 
 log = logging.getLogger(__name__)
 
-BLOCK_BYTES = 32 << 20
+BLOCK_BYTES = 16 << 20
 EX_DATAERR = 65
 
 # (symbol, start ms, end ms exclusive) -> rebuilds the candles of that range.
@@ -115,31 +118,69 @@ class Options:
     keep_downloads: bool = False
     force: bool = False
     block_bytes: int = BLOCK_BYTES
+    # Blocks loaded at the same time, each over its own connection.
+    workers: int = 2
     # Testing hook: exit abruptly (as a kill would) after this many committed blocks.
     die_after_blocks: int | None = None
 
 
 class Importer:
-    def __init__(self, conn: psycopg2.extensions.connection, options: Options, *,
+    """Runs one import: ``connect`` opens a database connection (one for the bookkeeping, one per
+    loading worker). Workers load blocks in parallel, each over its own connection: the work is
+    PostgreSQL's (parsing, index upkeep), one backend per worker, so two use both cores of a
+    2-core host."""
+
+    def __init__(self, connect: Callable[[], psycopg2.extensions.connection], options: Options, *,
                  progress: Progress | None = None, today: date | None = None) -> None:
-        self._conn = conn
+        self._connect = connect
         self._options = options
         self._progress = progress
         self._today = today or datetime.now(UTC).date()
         self._blocks = 0
+        self._local = threading.local()
+        self._opened: list[psycopg2.extensions.connection] = []
+        self._lock = threading.Lock()
 
     def run(self) -> Summary:
         options = self._options
         began = time.monotonic()
         summary = Summary()
-        if options.base_url is not None:
-            self._run_remote(summary)
-        else:
-            self._run_local(summary)
+        self._conn = self._connect()
+        self._opened.append(self._conn)
+        self._pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="import")
+        try:
+            if options.base_url is not None:
+                self._run_remote(summary)
+            else:
+                self._run_local(summary)
+        finally:
+            self._pool.shutdown(wait=True)
+            for conn in self._opened:
+                conn.close()
         summary.seconds = time.monotonic() - began
         if self._progress is not None:
             self._progress.close()
         return summary
+
+    def _loader(self, kind: Kind) -> load.Loader:
+        """The calling worker thread's loader, on its own connection."""
+        loader: load.Loader | None = getattr(self._local, "loader", None)
+        if loader is None:
+            conn = self._connect()
+            with self._lock:
+                self._opened.append(conn)
+            loader = load.Loader(conn, kind)
+            self._local.loader = loader
+        return loader
+
+    def _load_block(self, file: ArchiveFile, block: bytes, layout: Layout, header: bool) -> load.BlockResult:
+        result = self._loader(file.kind).load_block(file, block, layout, header=header)
+        with self._lock:
+            self._blocks += 1
+            if self._options.die_after_blocks is not None and self._blocks >= self._options.die_after_blocks:
+                log.error("fault hook: dying after committed blocks", extra={"blocks": self._blocks})
+                os._exit(137)
+        return result
 
     # -- remote -------------------------------------------------------------------------------
     def _run_remote(self, summary: Summary) -> None:
@@ -148,6 +189,7 @@ class Importer:
         assert options.first is not None and options.last is not None
         files = plan(list(options.symbols), options.kind, options.first, options.last, today=self._today)
         load.check_stream(self._conn, files[0].stream)
+        load.ensure_partitions(self._conn, [day for file in files for day in file.days()])
         download_dir = options.download_dir or Path(tempfile.mkdtemp(prefix="candlestack-import-"))
         http = Http(options.base_url, download_dir)
         self._progress = self._progress or Progress(len(files))
@@ -201,6 +243,7 @@ class Importer:
                                "holds both trades and aggTrades files: one database holds one stream type; "
                                "choose with --kind")
         load.check_stream(self._conn, found[0].file.stream)
+        load.ensure_partitions(self._conn, [day for local in found for day in local.file.days()])
         self._progress = self._progress or Progress(len(found))
         records = load.finished(self._conn, [local.file.name for local in found])
         for done, local in enumerate(found):
@@ -240,33 +283,43 @@ class Importer:
             summary.refused.append(file.name)
 
     def _load(self, summary: Summary, file: ArchiveFile, path: Path, sha256: str, done: int) -> None:
-        loader = load.Loader(self._conn, file.kind)
         rows = inserted = 0
         first_ms: int | None = None
         last_ms: int | None = None
         began = time.monotonic()
-        with open_csv(path) as (stream, size):
-            read = 0
-            header = True
-            layout = None
-            for block in blocks(stream, self._options.block_bytes):
-                if layout is None:
-                    layout = sniff(block, file.kind, file.name)
-                result = loader.load_block(file, block, layout, header=header and layout.header)
-                header = False
-                rows += result.rows
-                inserted += result.inserted
-                if result.first_ms is not None and result.last_ms is not None:
-                    first_ms = result.first_ms if first_ms is None else min(first_ms, result.first_ms)
-                    last_ms = result.last_ms if last_ms is None else max(last_ms, result.last_ms)
-                read += len(block)
-                self._blocks += 1
-                if self._progress is not None:
-                    self._progress.update(done, read / size if size else 1.0, file.name, summary.rows + rows)
-                if self._options.die_after_blocks is not None and self._blocks >= self._options.die_after_blocks:
-                    log.error("fault hook: dying after committed blocks", extra={"blocks": self._blocks})
-                    os._exit(137)
-        loader.record(file, sha256, rows=rows, inserted=inserted, first_ms=first_ms, last_ms=last_ms)
+        pending: list[tuple[Future[load.BlockResult], int]] = []
+        read = 0
+
+        def collect(result: load.BlockResult, size: int) -> None:
+            nonlocal rows, inserted, first_ms, last_ms, read
+            rows += result.rows
+            inserted += result.inserted
+            if result.first_ms is not None and result.last_ms is not None:
+                first_ms = result.first_ms if first_ms is None else min(first_ms, result.first_ms)
+                last_ms = result.last_ms if last_ms is None else max(last_ms, result.last_ms)
+            read += size
+
+        with open_csv(path) as (stream, total):
+            layout: Layout | None = None
+            try:
+                for number, block in enumerate(blocks(stream, self._options.block_bytes)):
+                    if layout is None:
+                        layout = sniff(block, file.kind, file.name)
+                    pending.append((self._pool.submit(self._load_block, file, block, layout,
+                                                      number == 0 and layout.header), len(block)))
+                    # At most one block waits beside those loading: memory stays a few blocks.
+                    while len(pending) > self._options.workers:
+                        future, size = pending.pop(0)
+                        collect(future.result(), size)
+                        if self._progress is not None:
+                            self._progress.update(done, read / total if total else 1.0, file.name, summary.rows + rows)
+                for future, size in pending:
+                    collect(future.result(), size)
+            finally:
+                for future, _ in pending:  # after an error: let the other blocks end first
+                    future.cancel()
+                wait([future for future, _ in pending])
+        load.record(self._conn, file, sha256, rows=rows, inserted=inserted, first_ms=first_ms, last_ms=last_ms)
         summary.imported += 1
         summary.rows += rows
         summary.inserted += inserted
@@ -309,6 +362,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: those of the import")
     parser.add_argument("--env-file", metavar="FILE",
                         help="read CANDLESTACK_* settings from this KEY=VALUE file first, '-' for standard input")
+    parser.add_argument("--workers", type=int, default=2, choices=range(1, 17), metavar="N",
+                        help="blocks loaded at the same time, each over its own connection (default 2)")
     parser.add_argument("--block-bytes", type=int, default=BLOCK_BYTES, help=argparse.SUPPRESS)
     parser.add_argument("--die-after-blocks", type=int, help=argparse.SUPPRESS)
 
@@ -331,7 +386,8 @@ def options_from(args: argparse.Namespace) -> Options:
         raise SettingsError("--to", "must not be before --from")
     return Options(kind=args.kind, symbols=symbols, first=args.first, last=args.last, base_url=args.base_url,
                    paths=tuple(args.paths), download_dir=args.download_dir, keep_downloads=args.keep_downloads,
-                   force=args.force, block_bytes=max(1024, args.block_bytes), die_after_blocks=args.die_after_blocks)
+                   force=args.force, block_bytes=max(1024, args.block_bytes), workers=args.workers,
+                   die_after_blocks=args.die_after_blocks)
 
 
 class SparkBackfill:
@@ -402,11 +458,7 @@ def import_command(args: argparse.Namespace, environ: dict[str, str] | None = No
     logs.setup(LogSettings.from_env(env))
     options = options_from(args)
     with database_errors(settings, needs="a member of candlestack_ingest"):
-        conn = db.connect(settings)
-        try:
-            summary = Importer(conn, options).run()
-        finally:
-            conn.close()
+        summary = Importer(partial(db.connect, settings), options).run()
     report(summary, sys.stdout)
     sys.stdout.flush()
     if summary.ranges and args.no_backfill:

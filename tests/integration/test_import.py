@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import psycopg2.extensions
@@ -27,7 +28,7 @@ from candlestack.core import db
 from candlestack.importer.main import Importer, Options, backfill_ranges
 from tests.harness.pipeline import candles, scalar, stored_quote_volumes
 from tests.harness.reference import AggTrade, agg_trades, binance_klines, candles_from_trades, quote_volumes
-from tests.harness.services import Postgres, candlestack_command
+from tests.harness.services import Postgres, candlestack_command, wait_for
 from tests.harness.settings import aggregator_settings
 from tests.integration.test_cli import env_of
 
@@ -72,7 +73,7 @@ def build_xrpeth_archive(root: Path) -> dict[date, list[AggTrade]]:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -127,9 +128,11 @@ def test_import_of_the_archive_gives_the_replays_trades_and_binances_candles(
     build_xrpeth_archive(archive_root)
     options = Options(kind="aggTrades", symbols=("XRPETH",), first=DAYS[0], last=DAYS[-1], base_url=archive_url,
                       download_dir=archive_root.parent / "downloads")
-    work = db.connect(aggregator_settings(pg, database, spark.sparkContext.master).postgres)
+    settings = aggregator_settings(pg, database, spark.sparkContext.master)
+    connect = partial(db.connect, settings.postgres)
+    work = connect()
     try:
-        summary = Importer(work, options).run()
+        summary = Importer(connect, options).run()
         assert (summary.imported, summary.rows, summary.inserted) == (3, 12_477, 12_477)
         trades = agg_trades()
         # Row for row what the consumer stores from the live replay of the same file (the
@@ -137,7 +140,7 @@ def test_import_of_the_archive_gives_the_replays_trades_and_binances_candles(
         assert trade_rows(conn) == expected_rows(trades)
         assert summary.ranges == {"XRPETH": (trades[0].time_ms, trades[-1].time_ms)}
 
-        aggregator = Aggregator(aggregator_settings(pg, database, spark.sparkContext.master), spark, work)
+        aggregator = Aggregator(settings, spark, work)
         backfill_ranges(summary, lambda symbol, lo, hi: aggregator.backfill(lo, hi, [symbol]))
         assert candles(conn, "1m") == binance_klines()
         assert scalar(conn, "SELECT count(*) FROM candles WHERE NOT complete") == 0
@@ -146,11 +149,11 @@ def test_import_of_the_archive_gives_the_replays_trades_and_binances_candles(
             assert stored_quote_volumes(conn, timeframe) == quote_volumes(trades, step)
 
         # Again: every file is known by name and checksum, nothing is downloaded or written.
-        again = Importer(work, options).run()
+        again = Importer(connect, options).run()
         assert (again.skipped, again.imported, again.inserted) == (3, 0, 0)
         assert again.ranges == summary.ranges
         # Forced: loaded again, and the primary key keeps every row single.
-        forced = Importer(work, replace(options, force=True)).run()
+        forced = Importer(connect, replace(options, force=True)).run()
         assert (forced.imported, forced.rows, forced.inserted) == (3, 12_477, 0)
         assert trade_rows(conn) == expected_rows(trades)
     finally:
@@ -234,6 +237,10 @@ def test_an_import_killed_mid_file_resumes_and_ends_with_the_same_trades(
     # process dies after 14 committed blocks, inside the 12th's file.
     killed = run_import(pg, database, *args, "--die-after-blocks", "14")
     assert killed.returncode == 137, killed.stderr
+    # The other worker's block may still be committing on the server: wait for its backend to end.
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                  "AND application_name = 'candlestack-import'") == 0,
+             timeout=30, what="the killed import's connections to end")
     partial = scalar(conn, "SELECT count(*) FROM trades")
     assert isinstance(partial, int) and 0 < partial < 12_477
     finished = scalar(conn, "SELECT array_agg(file_name ORDER BY file_name) FROM imported_files")
