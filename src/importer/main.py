@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import TextIO
 
+import psycopg2
 import psycopg2.extensions
 
 from candlestack.core import db, logs
@@ -78,6 +79,20 @@ class Progress:
         self._began = time.monotonic()
         self._last = 0.0
         self.rows = 0
+        self._drawn = False
+        if self._tty:
+            # A log line on the same terminal first wipes the progress line, which the next
+            # update draws again below it.
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(self._wipe)
+
+    def _wipe(self, record: logging.LogRecord) -> bool:
+        if self._drawn:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._drawn = False
+            self._last = 0.0
+        return True
 
     def update(self, files_done: int, fraction: float, name: str, rows: int, *, force: bool = False) -> None:
         """``fraction``: how much of the current file is done (bytes)."""
@@ -92,6 +107,7 @@ class Progress:
         eta = elapsed / done * (self.total - done) if done > 0 else None
         eta_text = "?" if eta is None else f"{eta:,.0f} s"
         if self._tty:
+            self._drawn = True
             self._stream.write(f"\rimport: {files_done}/{self.total} files  {rows:,} rows  {rate:,.0f} rows/s  "
                                f"ETA {eta_text}  {name}\x1b[K")
             self._stream.flush()
@@ -102,8 +118,11 @@ class Progress:
 
     def close(self) -> None:
         if self._tty:
-            self._stream.write("\n")
-            self._stream.flush()
+            for handler in logging.getLogger().handlers:
+                handler.removeFilter(self._wipe)
+            if self._drawn:
+                self._stream.write("\n")
+                self._stream.flush()
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +299,12 @@ class Importer:
             self._load(summary, file, path, actual, done)
         except ArchiveError as exc:
             log.error("file refused", extra={"file": file.name, "error": exc.reason})
+            summary.refused.append(file.name)
+        except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+            # A line PostgreSQL cannot take (a bad number, a price of 0): the blocks before it
+            # stay, the file is not recorded as imported, and the next run loads it again.
+            reason = (exc.pgerror or str(exc)).strip().replace("\n", " | ")
+            log.error("file refused by the database", extra={"file": file.name, "error": reason})
             summary.refused.append(file.name)
 
     def _load(self, summary: Summary, file: ArchiveFile, path: Path, sha256: str, done: int) -> None:

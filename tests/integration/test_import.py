@@ -29,7 +29,7 @@ from candlestack.importer.main import Importer, Options, backfill_ranges
 from tests.harness.pipeline import candles, scalar, stored_quote_volumes
 from tests.harness.reference import AggTrade, agg_trades, binance_klines, candles_from_trades, quote_volumes
 from tests.harness.services import Postgres, candlestack_command, wait_for
-from tests.harness.settings import aggregator_settings
+from tests.harness.settings import aggregator_settings, postgres_settings
 from tests.integration.test_cli import env_of
 
 TRADE_COLUMNS = ("symbol, trade_id, stream, price, qty, first_trade_id, last_trade_id, trade_time, event_time, "
@@ -218,6 +218,16 @@ def test_trades_layout_with_header_and_microseconds_from_a_local_csv_and_the_kin
     assert stored == [(t.first_id, "trade", Decimal(t.price), Decimal(t.qty), None, t.time_ms, t.buyer_is_maker)
                       for t in sorted(singles, key=lambda t: (t.time_ms, t.first_id))]
 
+    # A line PostgreSQL cannot take: the file is refused and not recorded, the others stay.
+    broken = tmp_path / "XRPETH-trades-2019-10-12.csv"
+    broken.write_text("1,0.00141342,23,0.03,1570838400000,true,true\n2,not-a-price,1,1,1570838400001,true,true\n")
+    refused_line = run_import(pg, database, str(broken), "--no-backfill")
+    assert refused_line.returncode == 65, refused_line.stderr
+    assert "refused: XRPETH-trades-2019-10-12.csv" in refused_line.stdout
+    assert "not-a-price" in refused_line.stderr
+    assert scalar(conn, "SELECT count(*) FROM trades") == len(singles)
+    assert scalar(conn, "SELECT count(*) FROM imported_files") == 1
+
     # aggTrades into a database of raw trades: refused before anything is written.
     agg = tmp_path / "XRPETH-aggTrades-2019-10-12.csv"
     agg.write_text("".join(agg_line(t) for t in agg_trades() if _day(t.time_ms) == DAYS[1]))
@@ -253,3 +263,30 @@ def test_an_import_killed_mid_file_resumes_and_ends_with_the_same_trades(
     new_rows = scalar(conn, "SELECT sum(rows_inserted) FROM imported_files WHERE file_name > %s",
                       ("XRPETH-aggTrades-2019-10-11.zip",))
     assert new_rows == 12_477 - partial
+
+
+def test_a_month_without_its_monthly_file_is_taken_day_by_day_and_a_monthly_file_loads_whole(
+    pg: Postgres, database: str, conn: psycopg2.extensions.connection, archive_root: Path, archive_url: str,
+) -> None:
+    build_xrpeth_archive(archive_root)
+    connect = partial(db.connect, postgres_settings(pg, database))
+    october = Options(kind="aggTrades", symbols=("XRPETH",), first=date(2019, 10, 1), last=date(2019, 10, 31),
+                      base_url=archive_url, download_dir=archive_root.parent / "downloads")
+    summary = Importer(connect, october).run()
+    assert (summary.files, summary.imported, len(summary.missing)) == (31, 3, 28)
+    assert "XRPETH-aggTrades-2019-10-01.zip" in summary.missing
+    assert trade_rows(conn) == expected_rows(agg_trades())
+
+    # The month as one file with a header line and microsecond times, into a second database.
+    body = "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker,is_best_match\n"
+    body += "".join(agg_line(replace(t, time_ms=t.time_ms * 1000)) for t in agg_trades())
+    write_archive(archive_root, "XRPETH", "aggTrades", "2019-10", body, monthly=True)
+    pg.create_database(database + "_m")
+    other = pg.connect(database + "_m")
+    try:
+        db.migrate(other)
+        monthly = Importer(partial(db.connect, postgres_settings(pg, database + "_m")), october).run()
+        assert (monthly.files, monthly.imported, monthly.rows) == (1, 1, 12_477)
+        assert trade_rows(other) == expected_rows(agg_trades())
+    finally:
+        other.close()
