@@ -290,3 +290,22 @@ def test_a_month_without_its_monthly_file_is_taken_day_by_day_and_a_monthly_file
         assert trade_rows(other) == expected_rows(agg_trades())
     finally:
         other.close()
+
+
+def test_the_consumers_login_may_import_and_the_read_only_one_may_not(
+    pg: Postgres, database: str, conn: psycopg2.extensions.connection, archive_root: Path, archive_url: str,
+) -> None:
+    """The deployment runs the load as the consumer's login (group candlestack_ingest only)."""
+    from tests.integration.test_retention_role import login, run_as  # noqa: PLC0415
+
+    build_xrpeth_archive(archive_root)
+    login(conn, "import_test_ingest", "candlestack_ingest")
+    login(conn, "import_test_read", "candlestack_read")
+    args = ("import", "--base-url", archive_url, "--symbols", "XRPETH", "--kind", "aggTrades", "--from", "2019-10-11",
+            "--to", "2019-10-13", "--no-backfill")
+    denied = run_as(pg, database, "import_test_read", *args)
+    assert denied.returncode == 77, denied.stderr
+    assert "needs a member of candlestack_ingest" in denied.stderr
+    done = run_as(pg, database, "import_test_ingest", *args)
+    assert done.returncode == 0, done.stderr
+    assert trade_rows(conn) == expected_rows(agg_trades())
