@@ -125,6 +125,10 @@ class Loader:
         with conn, conn.cursor() as cur:
             # The staging table lives in the session's local buffers: give it room for a block.
             cur.execute("SET temp_buffers = '256MB'")
+            # A block's commit need not wait for its WAL to reach the disk: after a crash the
+            # last blocks are simply loaded again (imported_files is written after them, and
+            # WAL is durable in order, so no file is ever recorded without its rows).
+            cur.execute("SET synchronous_commit = off")
             cur.execute(STAGE_DDL[kind])
 
     def load_block(self, file: ArchiveFile, block: bytes, layout: Layout, *, header: bool) -> BlockResult:
