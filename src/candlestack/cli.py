@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from candlestack.core.errors import ArchiveError, DatabaseError, SettingsError, StreamKindError
 from candlestack.core.setting_table import RETENTION_MIN_DAYS
 from candlestack.core.settings import read_env_file
+from candlestack.importer.cli import add_arguments as import_arguments
 
 log = logging.getLogger("candlestack")
 
@@ -66,8 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     imp = sub.add_parser("import", help="load Binance's trade archives (data.binance.vision) into trades, "
                                         "then rebuild their candles")
-    from candlestack.importer.main import add_arguments as import_arguments  # noqa: PLC0415
-
     import_arguments(imp)
 
     sub.add_parser("replay", help="serve a Binance-protocol replay feed (WebSocket + REST); "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -33,11 +34,11 @@ from candlestack.core.errors import ArchiveError, ChecksumMismatchError, Contrac
 from candlestack.core.settings import Env, LogSettings, PostgresSettings
 from candlestack.importer import load
 from candlestack.importer.archive import ArchiveFile, Kind, Layout, blocks, open_csv, plan, sha256_of, sniff
+from candlestack.importer.cli import BLOCK_BYTES
 from candlestack.importer.fetch import Http, Local, scan
 
 log = logging.getLogger(__name__)
 
-BLOCK_BYTES = 16 << 20
 EX_DATAERR = 65
 
 # (symbol, start ms, end ms exclusive) -> rebuilds the candles of that range.
@@ -209,8 +210,16 @@ class Importer:
         files = plan(list(options.symbols), options.kind, options.first, options.last, today=self._today)
         load.check_stream(self._conn, files[0].stream)
         load.ensure_partitions(self._conn, [day for file in files for day in file.days()])
+        own_dir = options.download_dir is None and not options.keep_downloads
         download_dir = options.download_dir or Path(tempfile.mkdtemp(prefix="candlestack-import-"))
-        http = Http(options.base_url, download_dir)
+        try:
+            self._fetch_and_load(summary, files, Http(options.base_url, download_dir))
+        finally:
+            if own_dir:
+                shutil.rmtree(download_dir, ignore_errors=True)
+
+    def _fetch_and_load(self, summary: Summary, files: list[ArchiveFile], http: Http) -> None:
+        options = self._options
         self._progress = self._progress or Progress(len(files))
         queue = list(files)
         summary.files = len(queue)
@@ -355,42 +364,6 @@ class Importer:
                                          "rows_per_s": round(rows / seconds) if seconds > 0 else None})
         if self._progress is not None:
             self._progress.update(done + 1, 0.0, file.name, summary.rows, force=True)
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="*", type=Path, metavar="PATH",
-                        help="archive files (.zip or .csv) or directories holding them; instead of --base-url")
-    parser.add_argument("--base-url", help="an archive with the data.binance.vision layout, e.g. "
-                                           "https://data.binance.vision (files under data/spot/daily|monthly/...)")
-    parser.add_argument("--symbols", help="comma-separated symbols (required with --base-url)")
-    parser.add_argument("--kind", choices=("trades", "aggTrades"),
-                        help="archive type: trades (stream 'trade') or aggTrades (stream 'aggTrade'); "
-                             "required with --base-url")
-    parser.add_argument("--from", dest="first", type=_date, help="first day, YYYY-MM-DD (UTC)")
-    parser.add_argument("--to", dest="last", type=_date, help="last day, inclusive, YYYY-MM-DD (UTC)")
-    parser.add_argument("--download-dir", type=Path,
-                        help="where downloads go while they load (default: a new temporary directory)")
-    parser.add_argument("--keep-downloads", action="store_true", help="keep downloaded files")
-    parser.add_argument("--force", action="store_true",
-                        help="load files already recorded as imported again (inserts only what is missing)")
-    parser.add_argument("--no-backfill", action="store_true",
-                        help="do not rebuild the candles of the imported range afterwards")
-    parser.add_argument("--backfill-env-file", metavar="FILE",
-                        help="CANDLESTACK_* settings for the backfill (the aggregator's login and Spark), "
-                             "default: those of the import")
-    parser.add_argument("--env-file", metavar="FILE",
-                        help="read CANDLESTACK_* settings from this KEY=VALUE file first, '-' for standard input")
-    parser.add_argument("--workers", type=int, default=2, choices=range(1, 17), metavar="N",
-                        help="blocks loaded at the same time, each over its own connection (default 2)")
-    parser.add_argument("--block-bytes", type=int, default=BLOCK_BYTES, help=argparse.SUPPRESS)
-    parser.add_argument("--die-after-blocks", type=int, help=argparse.SUPPRESS)
 
 
 def options_from(args: argparse.Namespace) -> Options:
