@@ -309,3 +309,28 @@ def test_the_consumers_login_may_import_and_the_read_only_one_may_not(
     done = run_as(pg, database, "import_test_ingest", *args)
     assert done.returncode == 0, done.stderr
     assert trade_rows(conn) == expected_rows(agg_trades())
+
+
+@pytest.mark.slow
+def test_imported_trades_equal_the_live_replays_row_for_row(
+    pg: Postgres, database: str, conn: psycopg2.extensions.connection, pipeline_env: dict[str, str], logdir: Path,
+    archive_root: Path, archive_url: str,
+) -> None:
+    """The live path (replay feed -> producer -> broker -> consumer) into this test's database,
+    the import of the same trades as an archive into another: the same rows."""
+    from tests.integration.test_end_to_end import run_feed  # noqa: PLC0415
+
+    _producer, consumer = run_feed(["--rate", "4000"], pipeline_env, conn, logdir)
+    assert consumer.stop() == 0, consumer.log()
+    build_xrpeth_archive(archive_root)
+    imported = database + "_i"
+    pg.create_database(imported)
+    other = pg.connect(imported)
+    try:
+        db.migrate(other)
+        options = Options(kind="aggTrades", symbols=("XRPETH",), first=DAYS[0], last=DAYS[-1], base_url=archive_url)
+        summary = Importer(partial(db.connect, postgres_settings(pg, imported)), options).run()
+        assert summary.inserted == 12_477
+        assert trade_rows(other) == trade_rows(conn)
+    finally:
+        other.close()
