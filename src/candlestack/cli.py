@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from candlestack.core.errors import DatabaseError, SettingsError
+from candlestack.core.errors import ArchiveError, DatabaseError, SettingsError, StreamKindError
 from candlestack.core.setting_table import RETENTION_MIN_DAYS
+from candlestack.core.settings import read_env_file
+from candlestack.importer.cli import add_arguments as import_arguments
 
 log = logging.getLogger("candlestack")
 
@@ -62,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile = agg_sub.add_parser("reconcile", help="backfill the recent past (for a timer)")
     reconcile.add_argument("--hours", type=float, default=2.0, help="how far back, in hours (default 2)")
 
+    imp = sub.add_parser("import", help="load Binance's trade archives (data.binance.vision) into trades, "
+                                        "then rebuild their candles")
+    import_arguments(imp)
+
     sub.add_parser("replay", help="serve a Binance-protocol replay feed (WebSocket + REST); "
                             "`candlestack replay --help` lists its options", add_help=False)
 
@@ -105,6 +112,11 @@ def run(args: argparse.Namespace) -> int:
         from candlestack.admin import db_command  # noqa: PLC0415
 
         return db_command(args)
+    if args.command == "import":
+        from candlestack.importer.main import import_command  # noqa: PLC0415
+
+        environ = {**os.environ, **read_env_file(args.env_file)} if args.env_file else None
+        return import_command(args, environ)
     if args.command == "status":
         from candlestack.admin import status_command  # noqa: PLC0415
 
@@ -138,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # db and status only; 69 unreachable, 77 permission denied, 70 any other database error.
         print(f"candlestack: {exc}", file=sys.stderr)
         return exc.exit_code
+    except (ArchiveError, StreamKindError) as exc:
+        print(f"candlestack: {exc}", file=sys.stderr)
+        return 65  # EX_DATAERR
     except KeyboardInterrupt:
         return 130
 

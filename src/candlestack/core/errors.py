@@ -89,3 +89,35 @@ def first_line(exc: BaseException) -> str:
     """The first line of an error's text (a driver's message may run to many), for a log field."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+class ArchiveError(CandlestackError):
+    """An archive file of ``candlestack import`` cannot be used; ``file`` names it.
+
+    Nothing of that file is written when this is raised before its load began (a bad checksum,
+    a name that says no symbol or kind, an unreadable archive).
+    """
+
+    def __init__(self, file: str, reason: str) -> None:
+        super().__init__(f"{file}: {reason}")
+        self.file = file
+        self.reason = reason
+
+
+class ChecksumMismatchError(ArchiveError):
+    """The file's sha256 differs from its ``.CHECKSUM``: the file is refused."""
+
+    def __init__(self, file: str, expected: str, actual: str) -> None:
+        super().__init__(file, f"sha256 {actual} does not match its .CHECKSUM ({expected}); file refused")
+        self.expected = expected
+        self.actual = actual
+
+
+class StreamKindError(CandlestackError):
+    """The database already holds trades of the other stream type (one database, one type)."""
+
+    def __init__(self, stored: str, importing: str) -> None:
+        super().__init__(f"the database holds {stored!r} trades; importing {importing!r} trades into it would mix "
+                         "two id spaces (one database holds one stream type): import into another database")
+        self.stored = stored
+        self.importing = importing

@@ -1,0 +1,1 @@
+"""``candlestack import``: Binance's public trade archives, straight into PostgreSQL."""
