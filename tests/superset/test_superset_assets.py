@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.harness.services import newest_postgresql_bin
 
@@ -692,6 +693,24 @@ def test_candlestick_geometry_is_sensible(
     assert max(r["y2"] for r in candles) == pytest.approx(PRICE_BOTTOM, abs=0.01)
     if timeframe == "1m":
         assert any(r["color"] == "#9e9e9e" for r in candles), "filler candle drawn grey"
+
+
+def test_physical_datasets_list_columns_that_exist(databases: Postgres) -> None:
+    """Each physical dataset's columns are its table's; candles lists every kline field."""
+    for path in sorted((ASSETS / "datasets").rglob("*.yaml")):
+        dataset = yaml.safe_load(path.read_text())
+        if dataset["sql"]:
+            continue
+        out = databases.psql(
+            "SELECT column_name FROM information_schema.columns "
+            f"WHERE table_schema = 'public' AND table_name = '{dataset['table_name']}'",
+            database="candlestack",
+        )
+        listed = {c["column_name"] for c in dataset["columns"]}
+        assert listed <= set(out.split()), f"{path.name}: no such column {listed - set(out.split())}"
+        if dataset["table_name"] == "candles":
+            kline = {"taker_buy_volume", "taker_buy_quote_volume", "first_raw_trade_id", "last_raw_trade_id"}
+            assert kline <= listed
 
 
 def test_latest_prices_has_the_24h_change(imported: Superset, token: str) -> None:
