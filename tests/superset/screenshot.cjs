@@ -14,6 +14,57 @@ async function explain(page, errors, what, err) {
   throw err;
 }
 
+// What a reader of the Markets dashboard sees, in page pixels (runs in the page).
+function readMarkets() {
+  const box = (el) => { const r = el.getBoundingClientRect(); return { left: r.left, right: r.right, top: r.top, bottom: r.bottom, width: r.width, height: r.height }; };
+  const centre = (el) => { const r = el.getBoundingClientRect(); return Math.round((r.left + r.width / 2) * 10) / 10; };
+  const titled = (svg) => (svg ? [...svg.querySelectorAll('rect')].filter((r) => r.querySelector('title')) : []);
+  const price = document.querySelector('svg[viewBox="0 0 960 330"]');
+  const volume = document.querySelector('svg[viewBox="0 0 960 150"]');
+  const bodies = titled(price);
+  const bars = titled(volume);
+  const texts = (svg) => (svg ? [...svg.querySelectorAll('text')].map((t) => t.textContent) : []);
+  // The part of an element a reader can see: its box clipped by every scrolling/clipping
+  // ancestor and by the viewport.
+  const visible = (el) => {
+    let { left, right, top, bottom } = box(el);
+    for (let a = el.parentElement; a; a = a.parentElement) {
+      const s = getComputedStyle(a);
+      if (s.overflowX !== 'visible' || s.overflowY !== 'visible') {
+        const r = a.getBoundingClientRect();
+        left = Math.max(left, r.left); right = Math.min(right, r.right);
+        top = Math.max(top, r.top); bottom = Math.min(bottom, r.bottom);
+      }
+    }
+    right = Math.min(right, window.innerWidth); bottom = Math.min(bottom, window.innerHeight);
+    return { left, right, top, bottom, width: right - left, height: bottom - top };
+  };
+  const headers = [...document.querySelectorAll('table thead th')].filter((th) => th.getBoundingClientRect().height > 0);
+  const names = headers.map((th) => th.textContent.trim());
+  const changeCol = names.findIndex((n) => /24 h change/.test(n));
+  const changeCells = changeCol < 0 ? [] : [...document.querySelectorAll('table tbody tr')]
+    .map((tr) => tr.children[changeCol]).filter(Boolean).map((td) => td.textContent.trim());
+  const filters = [...document.querySelectorAll('[data-test="filter-bar"], [data-test="dashboard-filters-panel"]')];
+  const filterRoot = filters[0] || document.body;
+  const filterText = filterRoot.innerText;
+  const selected = [...filterRoot.querySelectorAll('.ant-select-selection-item')].map((e) => e.textContent.trim());
+  return {
+    candles: bodies.length,
+    candle_x: bodies.map(centre),
+    // Per candle: the whole bar (taker sells' colour) then the taker buys over its bottom.
+    volume_bars: bars.filter((_, i) => i % 2 === 0).map((r) => ({ x: centre(r), h: box(r).height, fill: r.getAttribute('fill') })),
+    buy_bars: bars.filter((_, i) => i % 2 === 1).map((r) => ({ x: centre(r), h: box(r).height, fill: r.getAttribute('fill') })),
+    price_texts: texts(price),
+    volume_texts: texts(volume),
+    table_headers: names,
+    last_header: headers.length ? box(headers[headers.length - 1]) : null,
+    last_header_visible: headers.length ? visible(headers[headers.length - 1]) : null,
+    change_cells: changeCells,
+    filter_text: filterText,
+    filter_selected: selected,
+  };
+}
+
 async function main() {
   const base = process.env.SUPERSET_URL;
   const browser = await chromium.launch({
@@ -25,6 +76,16 @@ async function main() {
   try {
     const page = await browser.newPage({ viewport: { width: 1600, height: 1400 } });
     page.on('pageerror', (err) => errors.push(String(err)));
+    // The native filters each chart query carried (extra_form_data), by chart: what the
+    // charts were really drawn with, whatever the filter bar shows.
+    const chartFilters = {};
+    page.on('request', (req) => {
+      if (req.method() !== 'POST' || !/\/api\/v1\/chart\/data/.test(req.url())) return;
+      try {
+        const form = JSON.parse(req.postData() || '{}').form_data || {};
+        chartFilters[form.slice_id] = (form.extra_form_data || {}).filters || [];
+      } catch (err) { /* not JSON: not a chart query */ }
+    });
     page.on('console', (msg) => {
       // CSP violations show up as console errors: that is exactly what must not happen.
       // Superset's telemetry pixel (scarf.sh) is blocked on purpose by img-src.
@@ -64,8 +125,9 @@ async function main() {
       canvases: document.querySelectorAll('canvas').length,
       title: document.title,
     }));
+    const markets = process.env.DASHBOARD === 'candlestack-markets' ? await page.evaluate(readMarkets) : {};
     await page.screenshot({ path: process.env.OUT, fullPage: false });
-    console.log(JSON.stringify({ ...drawn, errors }));
+    console.log(JSON.stringify({ ...drawn, markets, chart_filters: chartFilters, errors }));
   } finally {
     await browser.close();
   }

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.harness.services import newest_postgresql_bin
 
@@ -60,8 +61,11 @@ ADMIN = ("admin", "test-admin-password")
 SECRET_KEY = "test-secret-key-not-for-production-0123456789abcdef"
 PASSWORDS = {"superset": "meta-pw", "candlestack_owner": "owner-pw", "candlestack_superset": "read-pw"}
 
-# Plot area of the candlestick geometry (see datasets/candlestack/candlestick_svg.yaml).
-PRICE_TOP, PRICE_BOTTOM, VOLUME_TOP, VOLUME_BOTTOM, PLOT_LEFT, PLOT_RIGHT = 30, 300, 320, 395, 10, 870
+# Plot areas of the candlestick geometry (see datasets/candlestack/candlestick_svg.yaml): the
+# price chart's panel, the volume chart's bars, the x range both share.
+PRICE_TOP, PRICE_BOTTOM, VOLUME_TOP, VOLUME_BOTTOM, PLOT_LEFT, PLOT_RIGHT = 30, 300, 30, 125, 10, 870
+# 24 h change of each symbol's last price, as the test data sets it up (Latest prices).
+CHANGE_24H = {"BTCUSDT": 0.0234, "ETHUSDT": -0.0123}
 
 
 def free_port() -> int:
@@ -250,6 +254,7 @@ class Candle:
     close: float
     volume: float
     trade_count: int
+    taker_buy_volume: float
 
 
 def make_candles(symbol: str, start_price: float, count: int, seed: int, end: datetime) -> list[Candle]:
@@ -260,12 +265,13 @@ def make_candles(symbol: str, start_price: float, count: int, seed: int, end: da
     first = end - timedelta(minutes=count)
     for i in range(count):
         if i == count // 2:  # Binance's filler: no trade, everything = previous close
-            candles.append(Candle(symbol, "1m", first + timedelta(minutes=i), price, price, price, price, 0.0, 0))
+            candles.append(Candle(symbol, "1m", first + timedelta(minutes=i), price, price, price, price, 0.0, 0, 0.0))
             continue
         open_ = price
         close = max(open_ * (1 + rng.gauss(0, 0.002)), start_price * 0.5)
         high = max(open_, close) * (1 + abs(rng.gauss(0, 0.001)))
         low = min(open_, close) * (1 - abs(rng.gauss(0, 0.001)))
+        volume = round(rng.uniform(0.5, 20), 4)
         candles.append(
             Candle(
                 symbol,
@@ -275,8 +281,9 @@ def make_candles(symbol: str, start_price: float, count: int, seed: int, end: da
                 round(high, 2),
                 round(low, 2),
                 round(close, 2),
-                round(rng.uniform(0.5, 20), 4),
+                volume,
                 rng.randint(5, 200),
+                round(volume * rng.uniform(0.1, 0.9), 4),
             )
         )
         price = round(close, 2)
@@ -298,20 +305,20 @@ def market_data(databases: Postgres) -> dict[str, list[Candle]]:
                 f"('{c.symbol}', '{c.timeframe}', '{c.open_time.isoformat()}', "
                 f"'{(c.open_time + timedelta(minutes=1)).isoformat()}', {c.open}, "
                 f"{c.high}, {c.low}, {c.close}, {c.volume}, {c.volume * c.close:.4f}, "
-                f"{c.trade_count})"
+                f"{c.trade_count}, {c.taker_buy_volume})"
             )
     databases.psql(
         f"""
         INSERT INTO candles (symbol, timeframe, open_time, close_time, open, high, low, close,
-                             volume, quote_volume, trade_count)
+                             volume, quote_volume, trade_count, taker_buy_volume)
         VALUES {", ".join(rows)};
         -- 5m candles rolled up from the 1m ones (only to offer a second timeframe).
         INSERT INTO candles (symbol, timeframe, open_time, close_time, open, high, low, close,
-                             volume, quote_volume, trade_count)
+                             volume, quote_volume, trade_count, taker_buy_volume)
         SELECT symbol, '5m', w, w + interval '5 minutes',
                (array_agg(open ORDER BY open_time))[1], max(high), min(low),
                (array_agg(close ORDER BY open_time DESC))[1], sum(volume), sum(quote_volume),
-               sum(trade_count)
+               sum(trade_count), sum(taker_buy_volume)
         FROM (SELECT *, date_bin('5 minutes', open_time, '2000-01-01') AS w
               FROM candles WHERE timeframe = '1m') m
         GROUP BY symbol, w;
@@ -330,6 +337,18 @@ def market_data(databases: Postgres) -> dict[str, list[Candle]]:
                                   last_stored_at, trades_stored)
         SELECT DISTINCT ON (symbol) symbol, trade_id, price, trade_time, stored_at, 300
         FROM trades ORDER BY symbol, trade_id DESC;
+        -- One 1m candle ending 24 h before each symbol's last trade (after the 5m roll-up, which
+        -- it must not join): its close makes the 24 h change exactly CHANGE_24H.
+        INSERT INTO candles (symbol, timeframe, open_time, close_time, open, high, low, close,
+                             volume, quote_volume, trade_count, taker_buy_volume)
+        SELECT s.symbol, '1m', t.o, t.o + interval '1 minute', t.p, t.p, t.p, t.p, 1, t.p, 1, 0.5
+        FROM symbol_state s
+        JOIN (VALUES {", ".join(f"('{k}', {v})" for k, v in CHANGE_24H.items())}) AS ch(symbol, change)
+            USING (symbol)
+        CROSS JOIN LATERAL (
+            SELECT s.last_price / (1 + ch.change) AS p,
+                   date_bin('1 minute', s.last_trade_time - interval '24 hours 1 minute',
+                            timestamptz 'epoch') AS o) t;
         INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, payload, field, reason)
         VALUES ('candlestack.trades', 0, 17, 'not json', NULL, 'invalid JSON'),
                ('candlestack.trades', 2, 99, '{{"p":"-1"}}', 'price', 'price must be > 0');
@@ -632,13 +651,19 @@ def test_candlestick_geometry_is_sensible(
     source = market_data[symbol]
     expected = min(
         60,
-        len(source)
+        len(source) + 1  # the 1m candle of 24 h before (market_data)
         if timeframe == "1m"
         else len({c.open_time.replace(minute=c.open_time.minute - c.open_time.minute % 5) for c in source}),
     )
     assert len(candles) == expected
     assert sum(1 for r in rows if r["is_grid"]) == 5
     assert sum(1 for r in rows if r["is_title"]) == 1
+    scale = [r["label"] for r in rows if r["is_vscale"]]  # the volume chart's 0 and maximum
+    assert scale[0] == "0" and len(scale) == 2, scale
+    if timeframe == "1m":
+        assert float(scale[1]) == pytest.approx(max(c.volume for c in source[-60:])), scale
+    [hint] = [r["label"] for r in rows if r["is_hint"]]
+    assert hint.startswith("BTCUSDT, ETHUSDT - switch with the filter"), hint  # what else there is, and how
     assert any(r["is_xlabel"] for r in rows)
     xs = []
     for r in candles:
@@ -649,13 +674,55 @@ def test_candlestick_geometry_is_sensible(
         assert r["body_y"] + r["body_h"] <= r["y2"] + 1.01, r  # and ends at the low (+1 px min)
         assert r["body_x"] >= PLOT_LEFT and r["body_x"] + r["body_w"] <= PLOT_RIGHT + 0.01
         assert r["vol_y"] >= VOLUME_TOP and r["vol_y"] + r["vol_h"] <= VOLUME_BOTTOM + 0.01
+        assert r["vol_h"] >= 1, r  # every candle has a visible volume bar, fillers too
+        # Taker buys: the bottom part of the bar, in proportion to the candle's taker_buy_volume.
+        assert r["buy_y"] + r["buy_h"] == pytest.approx(VOLUME_BOTTOM, abs=0.02), r
+        assert r["buy_h"] <= r["vol_h"] + 0.01, r
         assert r["color"] in {"#26a69a", "#ef5350", "#9e9e9e"}
+        assert r["vol_color"] == ("#bdbdbd" if r["color"] == "#9e9e9e" else "#e57373"), r
         xs.append(r["x1"])
     assert xs == sorted(xs) and len(set(xs)) == len(xs), "candles left to right, no overlap"
+    # The split matches the data: volume / taker buys ratio of the highest bar's candle.
+    top = max(candles, key=lambda r: r["vol_h"])
+    assert top["vol_h"] == pytest.approx(VOLUME_BOTTOM - VOLUME_TOP, abs=0.01)
+    if timeframe == "1m":
+        by_minute = {c.open_time.strftime("%Y-%m-%d %H:%M"): c for c in source}
+        c = by_minute[top["label"][:16]]
+        assert top["buy_h"] / top["vol_h"] == pytest.approx(c.taker_buy_volume / c.volume, abs=0.01)
     assert min(r["y1"] for r in candles) == pytest.approx(PRICE_TOP, abs=0.01)
     assert max(r["y2"] for r in candles) == pytest.approx(PRICE_BOTTOM, abs=0.01)
     if timeframe == "1m":
         assert any(r["color"] == "#9e9e9e" for r in candles), "filler candle drawn grey"
+
+
+def test_physical_datasets_list_columns_that_exist(databases: Postgres) -> None:
+    """Each physical dataset's columns are its table's; candles lists every kline field."""
+    for path in sorted((ASSETS / "datasets").rglob("*.yaml")):
+        dataset = yaml.safe_load(path.read_text())
+        if dataset["sql"]:
+            continue
+        out = databases.psql(
+            "SELECT column_name FROM information_schema.columns "
+            f"WHERE table_schema = 'public' AND table_name = '{dataset['table_name']}'",
+            database="candlestack",
+        )
+        listed = {c["column_name"] for c in dataset["columns"]}
+        assert listed <= set(out.split()), f"{path.name}: no such column {listed - set(out.split())}"
+        if dataset["table_name"] == "candles":
+            kline = {"taker_buy_volume", "taker_buy_quote_volume", "first_raw_trade_id", "last_raw_trade_id"}
+            assert kline <= listed
+
+
+def test_latest_prices_has_the_24h_change(imported: Superset, token: str) -> None:
+    """Latest prices: last price against the close of the 1m candle that ended 24 h earlier."""
+    ids = chart_ids(imported)
+    chart_id = next(i for i, name in ids.values() if name == "Latest prices")
+    payload = imported.request("GET", f"/api/v1/chart/{chart_id}/data/", token=token)
+    rows = {r["symbol"]: r for r in payload["result"][0]["data"]}
+    assert set(rows) == set(CHANGE_24H)
+    for symbol, change in CHANGE_24H.items():
+        assert rows[symbol]["change_24h"] == pytest.approx(change, abs=1e-6), rows[symbol]
+    assert list(rows["BTCUSDT"]) == ["symbol", "last_price", "change_24h", "last_trade_time"]
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -718,4 +785,39 @@ def test_dashboard_screenshots(imported: Superset, token: str) -> None:
         assert out.exists() and out.stat().st_size > 10_000
         assert not report["errors"], report
         if slug == "candlestack-markets":
-            assert report["svg_rects"] >= 60, report  # candle bodies and volume bars drawn
+            check_markets_as_drawn(report["markets"])
+            # The preselected symbol is applied, not only shown: the charts' queries carried it.
+            ids = {name: chart_id for chart_id, name in chart_ids(imported).values()}
+            for name in ("Candlestick", "Volume per candle"):
+                filters = report["chart_filters"][str(ids[name])]
+                assert {"col": "symbol", "op": "IN", "val": ["BTCUSDT"]} in filters, (name, filters)
+
+
+def check_markets_as_drawn(drawn: dict[str, Any]) -> None:
+    """What a new reader of Markets sees (screenshot.cjs's readMarkets, in page pixels)."""
+    # The symbol choice: a single-choice filter that says so, preselected; the candlestick's
+    # title line shows that symbol and names the others and where to switch.
+    assert "Symbol - pick one" in drawn["filter_text"], drawn["filter_text"]
+    assert "BTCUSDT" in drawn["filter_selected"], drawn["filter_selected"]
+    title = " ".join(drawn["price_texts"])
+    assert title.startswith("BTCUSDT  1m"), title
+    assert "BTCUSDT, ETHUSDT - switch with the filter \"Symbol - pick one\" (left)" in title, title
+    # Volume: one visible bar under each candle, centred on it.
+    assert drawn["candles"] == 60, drawn["candles"]
+    bars = drawn["volume_bars"]
+    assert len(bars) == drawn["candles"], (len(bars), drawn["candles"])
+    assert all(bar["h"] > 0 for bar in bars), bars
+    for candle_x, bar in zip(drawn["candle_x"], bars, strict=True):
+        assert abs(candle_x - bar["x"]) <= 1, (candle_x, bar)
+    # The taker split: a buys part in every bar, a sells part where the bar is taller, a legend.
+    buys = drawn["buy_bars"]
+    assert len(buys) == len(bars) and all(b["fill"] == "#26a69a" for b in buys), buys
+    assert sum(1 for bar, buy in zip(bars, buys, strict=True) if 0 < buy["h"] < bar["h"]) >= 50
+    assert {"taker buys", "taker sells"} <= set(drawn["volume_texts"]), drawn["volume_texts"]
+    # Latest prices: every column header inside the table's visible box.
+    assert drawn["table_headers"] == ["Symbol", "Last price", "24 h change", "Last trade (UTC)"], drawn
+    shown, whole = drawn["last_header_visible"], drawn["last_header"]
+    assert shown["width"] >= whole["width"] - 1 and shown["height"] >= whole["height"] - 1, (shown, whole)
+    # 24 h change, formatted as a signed percentage (some d3 versions write U+2212 for minus).
+    expected = [f"{v * 100:+.2f}%" for _, v in sorted(CHANGE_24H.items())]
+    assert [cell.replace("\u2212", "-") for cell in drawn["change_cells"]] == expected, drawn["change_cells"]
