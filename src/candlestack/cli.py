@@ -84,6 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--env-file", metavar="FILE", help=ENV_FILE_HELP)
     status.add_argument("--stale-after", type=float, default=300.0, metavar="SECONDS",
                         help="a trade age, ingest or candle lag above this needs attention (default 300)")
+    audit = sub.add_parser("audit", help="compare recently closed candles with Binance's /api/v3/klines, field by "
+                                          "field; store mismatches; exit 0 all equal, 1 mismatches found",
+                           epilog="exit codes: 0 all equal, 1 mismatches found, 69 Binance or PostgreSQL "
+                                  "unreachable, 70 other database error, 76 malformed klines, 77 permission "
+                                  "denied, 78 bad settings")
+    audit.add_argument("--env-file", metavar="FILE", help=ENV_FILE_HELP)
+    audit.add_argument("--from", dest="start", type=_utc,
+                       help="first window, ISO 8601 (default: CANDLESTACK_AUDIT_LOOKBACK_MINUTES before --to)")
+    audit.add_argument("--to", dest="end", type=_utc,
+                       help="windows closed by then (default: now minus CANDLESTACK_AUDIT_SETTLE_S)")
+    audit.add_argument("--symbols", help="comma-separated symbols (default CANDLESTACK_SYMBOLS)")
     return parser
 
 
@@ -105,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
         from candlestack.admin import db_command  # noqa: PLC0415
 
         return db_command(args)
+    if args.command == "audit":
+        from candlestack.audit.command import audit_command  # noqa: PLC0415
+
+        return audit_command(args)
     if args.command == "status":
         from candlestack.admin import status_command  # noqa: PLC0415
 
