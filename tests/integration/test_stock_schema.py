@@ -17,7 +17,7 @@ from candlestack.aggregator.jobs import Aggregator
 from candlestack.core import db
 from tests.harness.pipeline import insert_trades
 from tests.harness.reference import AggTrade, agg_trades, candles_from_trades, kline_fields, mean_prices
-from tests.harness.services import SYNTHETIC_CSV, Postgres
+from tests.harness.services import ROOT, SYNTHETIC_CSV, Postgres
 from tests.harness.settings import aggregator_settings
 
 pytestmark = pytest.mark.slow
@@ -75,6 +75,13 @@ def test_the_old_queries_run_unchanged_as_a_reader(
                                                   max(t.time_ms for t in everything) + 1)
     finally:
         work.close()
+
+    # The deployed tests' recomputation (every kline field) agrees with the aggregator here too.
+    recompute = (ROOT / "tests" / "deployed" / "candles_vs_trades.sql").read_text()
+    for timeframe, seconds in (("1m", 60), ("5m", 300)):
+        missing, extra, total = fetch(conn, recompute.replace(":step", str(seconds))
+                                      .replace(":'timeframe'", f"'{timeframe}'"))[0]
+        assert (missing, extra) == (0, 0) and int(str(total)) > 100, timeframe
 
     # Every trade, every column; "timestamp" is epoch ms, event_time the same instant.
     assert sorted(fetch(reader, 'SELECT symbol, price, "timestamp", event_time, volume FROM stock.real_time_prices'),
