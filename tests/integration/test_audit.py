@@ -149,6 +149,14 @@ def test_audit_finds_nothing_then_exactly_the_corrupted_kline(
     assert final.returncode == 0, final.stdout + final.stderr
     assert open_mismatches(conn) == []
     assert scalar(conn, "SELECT count(*) FROM kline_audit_mismatches WHERE resolved_at IS NOT NULL") == 2
+
+    # "The next served kline": the first 5m kline of the next audit, in a taker field (migration 0008).
+    assert taker == list(TAKER), "the kline branch's taker columns are compared too"
+    kline_fault(replay, "field=taker_buy_volume&interval=5m")
+    taker_run = audit(pg, database, replay)
+    assert taker_run.returncode == 1
+    first_5m = min(reference_candles(agg_trades(), STEPS["5m"]))
+    assert [(r[1], r[2], r[3]) for r in open_mismatches(conn)] == [("5m", first_5m, "taker_buy_volume")]
     with conn.cursor() as cur:
         cur.execute("SELECT compared, mismatched, fields FROM kline_audit_runs ORDER BY id")
-        assert cur.fetchall() == [(4272, 0, 0), (4272, 1, 1), (4272, 2, 2), (4272, 0, 0)]
+        assert cur.fetchall() == [(4272, 0, 0), (4272, 1, 1), (4272, 2, 2), (4272, 0, 0), (4272, 1, 1)]
