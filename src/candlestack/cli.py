@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="compare recently closed candles with Binance's /api/v3/klines, field by "
                                           "field; store mismatches; exit 0 all equal, 1 mismatches found",
                            epilog="exit codes: 0 all equal, 1 mismatches found, 69 Binance or PostgreSQL "
-                                  "unreachable, 70 other database error, 76 malformed klines, 77 permission "
+                                  "unreachable (or Binance refusing a symbol), 70 other database error, "
+                                  "76 malformed klines, 77 permission "
                                   "denied, 78 bad settings")
     audit.add_argument("--env-file", metavar="FILE", help=ENV_FILE_HELP)
     audit.add_argument("--from", dest="start", type=_utc,

@@ -79,9 +79,9 @@ def replay(logdir: Path) -> Replay:
     feed.component.stop()
 
 
-def audit(pg: Postgres, database: str, replay: Replay) -> subprocess.CompletedProcess[str]:
+def audit(pg: Postgres, database: str, replay: Replay, symbols: str = "XRPETH") -> subprocess.CompletedProcess[str]:
     inherited = {key: os.environ[key] for key in ("PYTHONPATH",) if key in os.environ}
-    env = {"PATH": "/usr/bin:/bin", **inherited, **pg.env(database), "CANDLESTACK_SYMBOLS": "XRPETH",
+    env = {"PATH": "/usr/bin:/bin", **inherited, **pg.env(database), "CANDLESTACK_SYMBOLS": symbols,
            "CANDLESTACK_INTERVALS": "1m,5m", "CANDLESTACK_BINANCE_REST_URL": replay.rest_url}
     return subprocess.run(candlestack_command("audit", "--from", "2019-10-11T00:00", "--to", "2019-10-14T00:00"),
                           env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -110,6 +110,11 @@ def test_audit_finds_nothing_then_exactly_the_corrupted_kline(
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "compared 4272 klines" in clean.stdout and ": 0 mismatched (0 fields)" in clean.stdout, clean.stdout
     assert open_mismatches(conn) == []
+
+    # A symbol Binance does not know (-1121) is reported and skipped; XRPETH is still compared.
+    unknown = audit(pg, database, replay, symbols="NOPEUSDT,XRPETH")
+    assert unknown.returncode == 69, unknown.stdout + unknown.stderr
+    assert "compared 4272 klines" in unknown.stdout and "NOPEUSDT 1m: not compared" in unknown.stderr
 
     # One field of one kline, every time it is served: the close of 2019-10-12 00:00.
     corrupted = 1570838400000
@@ -159,4 +164,5 @@ def test_audit_finds_nothing_then_exactly_the_corrupted_kline(
     assert [(r[1], r[2], r[3]) for r in open_mismatches(conn)] == [("5m", first_5m, "taker_buy_volume")]
     with conn.cursor() as cur:
         cur.execute("SELECT compared, mismatched, fields FROM kline_audit_runs ORDER BY id")
-        assert cur.fetchall() == [(4272, 0, 0), (4272, 1, 1), (4272, 2, 2), (4272, 0, 0), (4272, 1, 1)]
+        assert cur.fetchall() == [(4272, 0, 0), (4272, 0, 0), (4272, 1, 1), (4272, 2, 2), (4272, 0, 0),
+                                  (4272, 1, 1)]

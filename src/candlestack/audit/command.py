@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+import urllib.error
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,8 +32,9 @@ BASE_FIELDS = ("open", "high", "low", "close", "volume", "quote_volume", "trade_
 TAKER_FIELDS = ("taker_buy_volume", "taker_buy_quote_volume")
 # Run records older than this are pruned by each run (the mismatches stay until resolved).
 KEEP_RUNS = timedelta(days=30)
-# Exit codes: 0 every candle equals its kline, 1 mismatches found, 69 Binance unreachable or
-# throttled throughout, 76 Binance's answer is malformed (EX_PROTOCOL).
+# Exit codes: 0 every candle equals its kline, 1 mismatches found, 69 Binance unreachable,
+# throttled throughout, or refusing a symbol (the others are still compared), 76 Binance's
+# answer is malformed (EX_PROTOCOL).
 EXIT_MISMATCH, EXIT_UNAVAILABLE, EXIT_PROTOCOL = 1, 69, 76
 
 
@@ -49,6 +51,8 @@ class AuditResult:
     compared: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
     skipped: int = 0
+    # (symbol, interval) pairs Binance refused with a 4xx (e.g. -1121 Invalid symbol): not compared.
+    refused: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def mismatched(self) -> int:
@@ -115,7 +119,16 @@ def audit(conn: psycopg2.extensions.connection, client: KlinesClient, *, symbols
             if windows is None:
                 continue
             first, last = windows
-            rows = client.klines(symbol, interval, first, last)
+            try:
+                rows = client.klines(symbol, interval, first, last)
+            except urllib.error.HTTPError as exc:
+                if not 400 <= exc.code < 500:
+                    raise
+                # One bad symbol (delisted, mistyped) must not stop the others' audit.
+                log.error("Binance refused the klines request", extra={
+                    "symbol": symbol, "interval": interval, "status": exc.code, "body": _body(exc)})
+                result.refused.append((symbol, interval))
+                continue
             with conn, conn.cursor() as cur:
                 ours = our_candles(cur, symbol, interval, windows, fields=fields)
                 newest = newest_candle_ms(cur, symbol, interval)
@@ -146,6 +159,13 @@ def audit(conn: psycopg2.extensions.connection, client: KlinesClient, *, symbols
                      len(result.mismatches)))
         cur.execute("DELETE FROM kline_audit_runs WHERE finished_at < now() - %s", (KEEP_RUNS,))
     return result
+
+
+def _body(exc: urllib.error.HTTPError) -> str:
+    try:
+        return exc.read(500).decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def store(cur: psycopg2.extensions.cursor, symbol: str, interval: str, compared: Sequence[int],
@@ -200,8 +220,13 @@ def audit_command(args: argparse.Namespace) -> int:
         print(f"{m.symbol} {m.interval} {from_ms(m.open_time).isoformat()} {m.field}: ours {m.ours} theirs {m.theirs}")
     print(f"compared {result.compared} klines from {start.isoformat()} to {end.isoformat()}: "
           f"{result.mismatched} mismatched ({len(result.mismatches)} fields)")
+    for symbol, interval in result.refused:
+        print(f"{symbol} {interval}: not compared, Binance refused the request (see the log)", file=sys.stderr)
     log.info("audit done", extra={"compared": result.compared, "mismatched": result.mismatched,
                                   "fields": len(result.mismatches), "skipped_unbuilt_fillers": result.skipped,
-                                  "requests": client.requests, "throttled": client.throttled})
-    return EXIT_MISMATCH if result.mismatches else 0
+                                  "requests": client.requests, "throttled": client.throttled,
+                                  "refused": len(result.refused)})
+    if result.mismatches:
+        return EXIT_MISMATCH
+    return EXIT_UNAVAILABLE if result.refused else 0
 
