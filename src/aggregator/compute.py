@@ -27,16 +27,25 @@ from candlestack.core.settings import INTERVALS_MS, PostgresSettings
 
 # Trades as Spark sees them. PostgreSQL's inner query lets partition pruning and the
 # (symbol, trade_time) index do the filtering that the predicates ask for.
+# Taker volumes count the trades whose buyer took (buyer_is_maker = false), as Binance's kline
+# fields "taker buy base/quote asset volume". Raw ids: a trade-stream row is one raw trade; an
+# aggregate covers raw trades first_trade_id..last_trade_id, and raw ids grow with aggregate ids,
+# so a window's smallest first and largest last raw id are its first and last aggregate's.
 SOURCE = """(SELECT symbol, trade_id, price, qty, price * qty AS quote, trade_time,
         (extract(epoch FROM trade_time) * 1000)::bigint AS trade_ms,
-        coalesce(last_trade_id - first_trade_id + 1, 1) AS raw_trades
+        coalesce(last_trade_id - first_trade_id + 1, 1) AS raw_trades,
+        CASE WHEN buyer_is_maker THEN 0 ELSE qty END AS taker_qty,
+        CASE WHEN buyer_is_maker THEN 0 ELSE price * qty END AS taker_quote,
+        coalesce(first_trade_id, trade_id) AS first_raw,
+        coalesce(last_trade_id, trade_id) AS last_raw
     FROM trades) AS src"""
 
 # Unconstrained numeric would arrive as decimal(38,18). Price and quantity fit numeric(22,10)
 # (the wire contract's limit). Their product is taken in PostgreSQL, exactly: in Spark,
 # decimal(22,10) * decimal(22,10) needs 45 digits and would be rounded to 13 decimals. A
 # product has at most 16 decimals for Binance's 8-decimal values, so decimal(38,18) holds it.
-CUSTOM_SCHEMA = "price DECIMAL(22,10), qty DECIMAL(22,10), quote DECIMAL(38,18)"
+CUSTOM_SCHEMA = ("price DECIMAL(22,10), qty DECIMAL(22,10), quote DECIMAL(38,18), "
+                 "taker_qty DECIMAL(22,10), taker_quote DECIMAL(38,18)")
 
 
 def span_predicate(span: Span, conn: psycopg2.extensions.connection) -> str:
@@ -70,7 +79,9 @@ def read_trades(spark: SparkSession, postgres: PostgresSettings, where: list[str
 
 
 def _partials(frame: DataFrame, step: int, *, first: Column, last: Column, high: str, low: str,
-              volume: Column, quote_volume: Column, raw_trades: Column, trades: Column) -> DataFrame:
+              volume: Column, quote_volume: Column, raw_trades: Column, trades: Column,
+              taker_volume: Column, taker_quote_volume: Column, first_raw: Column, last_raw: Column,
+              price_sum: Column) -> DataFrame:
     return (
         frame.withColumn("open_ms", F.col("open_ms") - F.pmod(F.col("open_ms"), F.lit(step)))
         .groupBy("symbol", "open_ms")
@@ -83,6 +94,11 @@ def _partials(frame: DataFrame, step: int, *, first: Column, last: Column, high:
             F.sum(quote_volume).alias("quote_volume"),
             F.sum(raw_trades).alias("trade_count"),
             F.sum(trades).alias("trades"),
+            F.sum(taker_volume).alias("taker_volume"),
+            F.sum(taker_quote_volume).alias("taker_quote_volume"),
+            F.min(first_raw).alias("first_raw"),
+            F.max(last_raw).alias("last_raw"),
+            F.sum(price_sum).alias("price_sum"),
         )
     )
 
@@ -103,13 +119,17 @@ def candles(trades: DataFrame, intervals: Sequence[str]) -> DataFrame:
         trades.withColumn("open_ms", F.col("trade_ms")), base,
         first=order_key, last=order_key, high="price", low="price", volume=F.col("qty"),
         quote_volume=F.col("quote"), raw_trades=F.col("raw_trades"), trades=F.lit(1),
+        taker_volume=F.col("taker_qty"), taker_quote_volume=F.col("taker_quote"), first_raw=F.col("first_raw"),
+        last_raw=F.col("last_raw"), price_sum=F.col("price"),
     )
     frames = []
     for name, step in steps.items():
         rolled = fine if step == base else _partials(
             fine, step, first=F.col("first"), last=F.col("last"), high="high", low="low",
             volume=F.col("volume"), quote_volume=F.col("quote_volume"), raw_trades=F.col("trade_count"),
-            trades=F.col("trades"),
+            trades=F.col("trades"), taker_volume=F.col("taker_volume"),
+            taker_quote_volume=F.col("taker_quote_volume"), first_raw=F.col("first_raw"),
+            last_raw=F.col("last_raw"), price_sum=F.col("price_sum"),
         )
         frames.append(rolled.select(
             "symbol",
@@ -127,6 +147,12 @@ def candles(trades: DataFrame, intervals: Sequence[str]) -> DataFrame:
             F.col("last.trade_id").alias("last_trade_id"),
             # Distinct trades (one row per trade id): the measure of how fresh a candle is.
             F.col("trades").alias("id_count"),
+            "taker_volume",
+            "taker_quote_volume",
+            F.col("first_raw").alias("first_raw_trade_id"),
+            F.col("last_raw").alias("last_raw_trade_id"),
+            # The sum of the rows' prices: stock.aggregated_prices_*.avg_price = price_sum / id_count.
+            "price_sum",
         ))
     return reduce(DataFrame.unionByName, frames)
 

@@ -15,7 +15,9 @@ STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS candles_stage (
     symbol text, timeframe text, open_ms bigint, interval_ms bigint,
     open numeric, high numeric, low numeric, close numeric, volume numeric, quote_volume numeric,
-    trade_count bigint, first_trade_id bigint, last_trade_id bigint, id_count bigint
+    trade_count bigint, first_trade_id bigint, last_trade_id bigint, id_count bigint,
+    taker_buy_volume numeric, taker_buy_quote_volume numeric, first_raw_trade_id bigint,
+    last_raw_trade_id bigint, price_sum numeric
 ) ON COMMIT DELETE ROWS
 """
 
@@ -29,12 +31,16 @@ CREATE TEMP TABLE IF NOT EXISTS candles_stage (
 # on the neighbours and is recomputed by COMPLETENESS_SQL over the same regions as the fillers.
 UPSERT_SQL = """
 INSERT INTO candles AS c (symbol, timeframe, open_time, close_time, open, high, low, close,
-                          volume, quote_volume, trade_count, first_trade_id, last_trade_id, id_count)
+                          volume, quote_volume, trade_count, first_trade_id, last_trade_id, id_count,
+                          taker_buy_volume, taker_buy_quote_volume, first_raw_trade_id, last_raw_trade_id,
+                          price_sum)
 SELECT symbol, timeframe,
        timestamptz 'epoch' + open_ms * interval '1 millisecond',
        timestamptz 'epoch' + (open_ms + interval_ms) * interval '1 millisecond',
        trim_scale(open), trim_scale(high), trim_scale(low), trim_scale(close),
-       trim_scale(volume), trim_scale(quote_volume), trade_count, first_trade_id, last_trade_id, id_count
+       trim_scale(volume), trim_scale(quote_volume), trade_count, first_trade_id, last_trade_id, id_count,
+       trim_scale(taker_buy_volume), trim_scale(taker_buy_quote_volume), first_raw_trade_id, last_raw_trade_id,
+       trim_scale(price_sum)
 FROM candles_stage
 -- Key order, so that two writers (run and a reconcile timer) lock rows in the same order.
 ORDER BY symbol, timeframe, open_ms
@@ -42,13 +48,18 @@ ON CONFLICT (symbol, timeframe, open_time) DO UPDATE SET
     open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
     volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume, trade_count = EXCLUDED.trade_count,
     first_trade_id = EXCLUDED.first_trade_id, last_trade_id = EXCLUDED.last_trade_id,
-    id_count = EXCLUDED.id_count, updated_at = now()
+    id_count = EXCLUDED.id_count, taker_buy_volume = EXCLUDED.taker_buy_volume,
+    taker_buy_quote_volume = EXCLUDED.taker_buy_quote_volume, first_raw_trade_id = EXCLUDED.first_raw_trade_id,
+    last_raw_trade_id = EXCLUDED.last_raw_trade_id, price_sum = EXCLUDED.price_sum, updated_at = now()
 WHERE EXCLUDED.id_count >= c.id_count
   AND (c.open, c.high, c.low, c.close, c.volume, c.quote_volume, c.trade_count, c.first_trade_id,
-       c.last_trade_id, c.id_count)
+       c.last_trade_id, c.id_count, c.taker_buy_volume, c.taker_buy_quote_volume, c.first_raw_trade_id,
+       c.last_raw_trade_id, c.price_sum)
       IS DISTINCT FROM
       (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume, EXCLUDED.quote_volume,
-       EXCLUDED.trade_count, EXCLUDED.first_trade_id, EXCLUDED.last_trade_id, EXCLUDED.id_count)
+       EXCLUDED.trade_count, EXCLUDED.first_trade_id, EXCLUDED.last_trade_id, EXCLUDED.id_count,
+       EXCLUDED.taker_buy_volume, EXCLUDED.taker_buy_quote_volume, EXCLUDED.first_raw_trade_id,
+       EXCLUDED.last_raw_trade_id, EXCLUDED.price_sum)
 """
 
 # The region of a (symbol, timeframe) that fillers and completeness are recomputed over: from the
@@ -71,7 +82,7 @@ WITH params AS (
     FROM params p
 )""")
 
-# Windows without trades between two traded windows get Binance's filler candle: volume 0 and
+# Windows without trades between two traded windows get Binance's filler candle: volume, taker volumes 0, raw ids NULL,
 # open = high = low = close = the previous traded window's close. Such a window is provably
 # empty only when the last trade before it and the first trade after it have consecutive ids;
 # otherwise trades may be missing (an outage), and the filler is written with complete = false.
@@ -95,8 +106,11 @@ FILLER_SQL = _BOUNDS + sql.SQL(""", slots AS (
                         AND c.open_time = s.open_time AND c.trade_count > 0)
 )
 INSERT INTO candles AS c (symbol, timeframe, open_time, close_time, open, high, low, close,
-                          volume, quote_volume, trade_count, first_trade_id, last_trade_id, complete)
-SELECT symbol, timeframe, open_time, close_time, price, price, price, price, 0, 0, 0, NULL, NULL, complete
+                          volume, quote_volume, trade_count, first_trade_id, last_trade_id, complete,
+                          taker_buy_volume, taker_buy_quote_volume, first_raw_trade_id, last_raw_trade_id,
+                          price_sum)
+SELECT symbol, timeframe, open_time, close_time, price, price, price, price, 0, 0, 0, NULL, NULL, complete,
+       0, 0, NULL, NULL, 0
 FROM fillers WHERE price IS NOT NULL
 ON CONFLICT (symbol, timeframe, open_time) DO UPDATE SET
     open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,

@@ -91,11 +91,30 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--env-file", metavar="FILE", help=ENV_FILE_HELP)
     status.add_argument("--stale-after", type=float, default=300.0, metavar="SECONDS",
                         help="a trade age, ingest or candle lag above this needs attention (default 300)")
+    audit = sub.add_parser("audit", help="compare recently closed candles with Binance's /api/v3/klines, field by "
+                                          "field; store mismatches; exit 0 all equal, 1 mismatches found",
+                           epilog="exit codes: 0 all equal, 1 mismatches found, 69 Binance or PostgreSQL "
+                                  "unreachable (or Binance refusing a symbol), 70 other database error, "
+                                  "76 malformed klines, 77 permission "
+                                  "denied, 78 bad settings")
+    audit.add_argument("--env-file", metavar="FILE", help=ENV_FILE_HELP)
+    audit.add_argument("--from", dest="start", type=_utc,
+                       help="first window, ISO 8601 (default: CANDLESTACK_AUDIT_LOOKBACK_MINUTES before --to)")
+    audit.add_argument("--to", dest="end", type=_utc,
+                       help="windows closed by then (default: now minus CANDLESTACK_AUDIT_SETTLE_S)")
+    audit.add_argument("--symbols", help="comma-separated symbols (default CANDLESTACK_SYMBOLS)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     # Imports are local so each subcommand loads only what it needs.
+    if args.command in ("producer", "consumer", "aggregator"):
+        return _run_component(args)
+    return _run_tool(args)
+
+
+def _run_component(args: argparse.Namespace) -> int:
+    """The long-running pipeline components."""
     if args.command == "producer":
         from candlestack.producer.main import main as producer_main  # noqa: PLC0415
 
@@ -108,6 +127,11 @@ def run(args: argparse.Namespace) -> int:
         from candlestack.aggregator.main import main as aggregator_main  # noqa: PLC0415
 
         return aggregator_main(args)
+    raise AssertionError(args.command)
+
+
+def _run_tool(args: argparse.Namespace) -> int:
+    """The operator's commands (some run from timers)."""
     if args.command == "db":
         from candlestack.admin import db_command  # noqa: PLC0415
 
@@ -117,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
 
         environ = {**os.environ, **read_env_file(args.env_file)} if args.env_file else None
         return import_command(args, environ)
+    if args.command == "audit":
+        from candlestack.audit.command import audit_command  # noqa: PLC0415
+
+        return audit_command(args)
     if args.command == "status":
         from candlestack.admin import status_command  # noqa: PLC0415
 

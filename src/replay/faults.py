@@ -6,9 +6,12 @@ and sockets and live in :mod:`candlestack.replay.server`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from decimal import Decimal
 
 from candlestack.replay.events import malformed_frame
+from candlestack.replay.klines import KLINE_FIELDS, KLINE_INTERVALS_MS
 from candlestack.replay.streams import Stream
 
 
@@ -107,3 +110,75 @@ def _whole(field: str, raw: str | None, default: int | None) -> int | None:
     if not raw.isdigit():
         raise RestFaultError(field, f"expected a whole number of at least 0, got {raw!r}")
     return int(raw)
+
+
+@dataclass(slots=True)
+class KlineFault:
+    """Corrupts one field of served ``/api/v3/klines`` rows, so that an audit has something to find.
+
+    Args:
+        field: which field (a name of :data:`~candlestack.replay.klines.KLINE_FIELDS`); ``None``: off.
+        symbol: only this symbol's klines; ``None``: any.
+        interval: only klines of this interval; ``None``: any.
+        open_time: only the kline opening at this time (ms); ``None``: the next served one.
+        count: how many klines get the fault before it switches itself off; ``None``: all.
+    """
+
+    field: str | None = None
+    symbol: str | None = None
+    interval: str | None = None
+    open_time: int | None = None
+    count: int | None = None
+    corrupted: list[dict[str, object]] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def parse(cls, query: dict[str, str]) -> KlineFault:
+        """From the control endpoint's query: ``field`` (or ``off``), ``symbol``, ``interval``,
+        ``open_time``, ``count`` (default: 1 without ``open_time``, else all).
+
+        Raises:
+            RestFaultError: a value out of range.
+        """
+        name = query.get("field", "")
+        if name == "off":
+            return cls()
+        if name not in KLINE_FIELDS:
+            raise RestFaultError("field", f"expected off or one of {', '.join(KLINE_FIELDS)}, got {name!r}")
+        if query.get("interval") and query["interval"] not in KLINE_INTERVALS_MS:
+            raise RestFaultError("interval", f"not a kline interval: {query['interval']!r}")
+        open_time = _whole("open_time", query.get("open_time"), None)
+        return cls(field=name, symbol=query.get("symbol") or None, interval=query.get("interval") or None,
+                   open_time=open_time, count=_whole("count", query.get("count"), None if open_time else 1))
+
+    def apply(self, symbol: str, interval: str, rows: list[list[object]]) -> None:
+        """Corrupt the matching rows of one answer in place (and count them)."""
+        if self.field is None or self.count == 0:
+            return
+        if (self.symbol and symbol != self.symbol) or (self.interval and interval != self.interval):
+            return
+        position = KLINE_FIELDS[self.field]
+        for row in rows:
+            if self.count == 0:
+                return
+            if self.open_time is not None and row[0] != self.open_time:
+                continue
+            before = row[position]
+            row[position] = _nudged(before)
+            self.corrupted.append({"symbol": symbol, "interval": interval, "open_time": row[0],
+                                   "field": self.field, "was": before, "served": row[position]})
+            if self.count is not None:
+                self.count -= 1
+
+    def describe(self) -> dict[str, object]:
+        return {"field": self.field, "symbol": self.symbol, "interval": self.interval, "open_time": self.open_time,
+                "count": self.count, "corrupted": self.corrupted[-10:]}
+
+
+def _nudged(value: object) -> object:
+    """One unit more in the last place: ``"0.00141418"`` -> ``"0.00141419"``, ``42`` -> ``43``."""
+    if isinstance(value, int):
+        return value + 1
+    text = str(value)
+    exponent = Decimal(text).as_tuple().exponent
+    assert isinstance(exponent, int)
+    return format(Decimal(text) + Decimal(1).scaleb(exponent), "f")

@@ -107,6 +107,19 @@ class SymbolHistory:
     def ids(self) -> list[int]:
         return list(self._ids)
 
+    def time_span(self) -> tuple[int, int] | None:
+        """Times of the oldest kept and the newest trade, None before the first."""
+        return (self._times[0], self._times[-1]) if self._times else None
+
+    def during(self, start_ms: int, end_ms: int) -> list[ReplayTrade]:
+        """Every trade with ``start_ms <= time < end_ms`` (for klines: no limit)."""
+        return self._trades[bisect_left(self._times, start_ms) : bisect_left(self._times, end_ms)]
+
+    def price_before(self, time_ms: int) -> str | None:
+        """The price of the newest trade before ``time_ms``, None if there is none."""
+        position = bisect_left(self._times, time_ms)
+        return self._trades[position - 1].price if position else None
+
 
 class Feed:
     """The cursor through a source, driven by a clock the caller advances.

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from candlestack.replay.events import agg_trade_row, historical_trade_row
 from candlestack.replay.feed import Feed, SymbolHistory
+from candlestack.replay.klines import KLINE_INTERVALS_MS, kline_rows, open_times
 from candlestack.replay.model import ReplayTrade
 
 DEFAULT_LIMIT = 500
@@ -63,6 +64,15 @@ class _Params:
         if not 1 <= value <= MAX_LIMIT:
             raise _BadRequest(-1130, "Data sent for parameter 'limit' is not valid.")
         return value
+
+    def interval_ms(self) -> int:
+        raw = self._values.get("interval", "")
+        if not raw:
+            raise _BadRequest(-1102, "Mandatory parameter 'interval' was not sent, was empty/null, or malformed.")
+        step = KLINE_INTERVALS_MS.get(raw)
+        if step is None:
+            raise _BadRequest(-1120, "Invalid interval.")
+        return step
 
     def history(self, feed: Feed) -> SymbolHistory:
         raw = self._values.get("symbol", "")
@@ -118,12 +128,31 @@ def _recent_trades(feed: Feed, params: _Params, _now_ms: int) -> list[dict[str, 
     return [historical_trade_row(trade) for trade in history.recent(params.limit())]
 
 
+def klines(feed: Feed, params: _Params, _now_ms: int) -> list[list[object]]:
+    """``/api/v3/klines``: the klines of what has been published, the open one included."""
+    history = params.history(feed)
+    step = params.interval_ms()
+    limit = params.limit()
+    start, end = params.unsigned("startTime"), params.unsigned("endTime")
+    if start is not None and end is not None and start > end:
+        raise _BadRequest(-1023, "Start time is greater than end time.")
+    span = history.time_span()
+    if span is None:
+        return []
+    opens = open_times(*span, step, start_ms=start, end_ms=end, limit=limit)
+    if not opens:
+        return []
+    trades = history.during(opens[0], opens[-1] + step)
+    return kline_rows(trades, opens, history.price_before(opens[0]))
+
+
 _ROUTES: dict[str, Callable[[Feed, _Params, int], Any]] = {
     "/api/v3/ping": _ping,
     "/api/v3/time": _time,
     "/api/v3/aggTrades": _agg_trades,
     "/api/v3/historicalTrades": _historical_trades,
     "/api/v3/trades": _recent_trades,
+    "/api/v3/klines": klines,
 }
 
 

@@ -15,6 +15,10 @@ Control endpoints (for tests and demos)::
     POST /_replay/start                     start the clock without waiting for a subscriber
     POST /_replay/rest-fault?mode=429|418|truncate|off[&count=N][&retry_after=S]
                                             the next N (default: all) REST answers get that fault
+    POST /_replay/kline-fault?field=F|off[&symbol=S][&interval=I][&open_time=MS][&count=N]
+                                            served klines get field F one unit off in the last place:
+                                            the one opening at MS every time it is served, else the
+                                            next N (default 1) served; GET it to see what was corrupted
     GET  /_replay/status                    counters (JSON)
     GET  /_replay/rest-log                  the last REST requests: wall time (ms), path, status
     GET  /_replay/trades?symbol=S           every trade id published so far for S (JSON list)
@@ -45,7 +49,14 @@ from websockets.protocol import State
 from candlestack.core.contract import StreamType
 from candlestack.replay import rest
 from candlestack.replay.events import encode_frame, server_shutdown_frame
-from candlestack.replay.faults import BANNED_BODY, RATE_LIMIT_BODY, FrameFaults, RestFaultError, RestFaults
+from candlestack.replay.faults import (
+    BANNED_BODY,
+    RATE_LIMIT_BODY,
+    FrameFaults,
+    KlineFault,
+    RestFaultError,
+    RestFaults,
+)
 from candlestack.replay.feed import Feed
 from candlestack.replay.model import InvalidStream, ReplayTrade
 from candlestack.replay.streams import RequestError, Stream, is_websocket_path, parse_path, parse_request
@@ -62,7 +73,7 @@ MAX_REASON = 120
 # REST requests remembered for GET /_replay/rest-log.
 REST_LOG_SIZE = 1000
 # Binance's request weight per endpoint (spot API docs), reported in X-MBX-USED-WEIGHT-1M.
-REST_WEIGHTS = {"/api/v3/aggTrades": 4, "/api/v3/historicalTrades": 25, "/api/v3/trades": 25}
+REST_WEIGHTS = {"/api/v3/aggTrades": 4, "/api/v3/historicalTrades": 25, "/api/v3/trades": 25, "/api/v3/klines": 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +209,7 @@ class ReplayServer:
         # Frame counters of connections already gone (those of open ones are in their Client).
         self._retired = FrameFaults()
         self.rest_faults = dataclasses.replace(options.rest_faults)
+        self.kline_fault = KlineFault()
         self.rest_log: deque[dict[str, Any]] = deque(maxlen=REST_LOG_SIZE)
         self._weight_minute = -1
         self._weight_used = 0
@@ -494,6 +506,9 @@ class ReplayServer:
             response.headers["Retry-After"] = str(self.rest_faults.retry_after)
         else:
             answer = rest.handle(self.feed, method, path, now_ms=now_ms)
+            if answer.status == 200 and urlsplit(path).path.rstrip("/") == "/api/v3/klines":
+                query = {key: values[0] for key, values in parse_qs(urlsplit(path).query).items()}
+                self.kline_fault.apply(query.get("symbol", ""), query.get("interval", ""), answer.body)
             response = _json_response(conn, answer.status, answer.body)
         response.headers["X-MBX-USED-WEIGHT-1M"] = str(used)
         if fault == "truncate":
@@ -517,6 +532,14 @@ class ReplayServer:
         log.info("REST fault switched", extra=self.rest_faults.describe())
         return 200, self.rest_faults.describe()
 
+    def _set_kline_fault(self, query: dict[str, str]) -> tuple[int, Any]:
+        try:
+            self.kline_fault = KlineFault.parse(query)
+        except RestFaultError as exc:
+            return 400, {"code": -1100, "msg": str(exc)}
+        log.info("kline fault switched", extra=self.kline_fault.describe())
+        return 200, self.kline_fault.describe()
+
     def _control(self, method: str, path: str) -> tuple[int, Any]:
         parts = urlsplit(path)
         action = parts.path.removeprefix("/_replay/").rstrip("/")
@@ -534,6 +557,10 @@ class ReplayServer:
             "resume": self._resume,
             "start": self._start_on_request,
         }
+        if action == "kline-fault":
+            if method == "GET":
+                return 200, self.kline_fault.describe()
+            return self._set_kline_fault(query) if method == "POST" else (405, {"code": -1, "msg": "use POST"})
         if action == "rest-fault":
             return self._set_rest_fault(query) if method == "POST" else (405, {"code": -1, "msg": "use POST"})
         if action in getters:
@@ -588,6 +615,7 @@ class ReplayServer:
             "shutdowns_sent": self.shutdowns_sent,
             "slow_consumers_dropped": self.slow_consumers,
             "rest_fault": self.rest_faults.describe(),
+            "kline_fault": self.kline_fault.describe(),
             "rest_requests": len(self.rest_log),
         }
 

@@ -34,7 +34,7 @@ EXPOSURE_LIMIT = 2.0
 # The units of an all-in-one host with the replay feed: at least these must be rendered.
 EXPECTED_UNITS = {
     *(f"candlestack-{name}.service"
-      for name in ("replay", "producer", "consumer", "aggregator", "reconcile", "retention", "partitions")),
+      for name in ("replay", "producer", "consumer", "aggregator", "reconcile", "retention", "partitions", "audit")),
     "spark-master.service", "spark-worker.service", "kafka.service", "tansu.service", "superset.service",
     "pgbackrest-full.service", "pgbackrest-diff.service",
 }

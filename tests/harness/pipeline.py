@@ -61,7 +61,8 @@ def candle_table(conn: psycopg2.extensions.connection) -> list[tuple[object, ...
     """Every candle column except updated_at, for before/after comparisons."""
     with conn.cursor() as cur:
         cur.execute("SELECT symbol, timeframe, open_time, close_time, open, high, low, close, volume, quote_volume, "
-                    "trade_count, first_trade_id, last_trade_id FROM candles ORDER BY 1, 2, 3")
+                    "trade_count, first_trade_id, last_trade_id, taker_buy_volume, taker_buy_quote_volume, "
+                    "first_raw_trade_id, last_raw_trade_id, price_sum FROM candles ORDER BY 1, 2, 3")
         return list(cur.fetchall())
 
 
@@ -126,3 +127,13 @@ class OffsetWatch:
 
     def close(self) -> None:
         self._client.close()
+
+
+def stored_kline_fields(conn: psycopg2.extensions.connection, timeframe: str,
+                        symbol: str = "XRPETH") -> dict[int, tuple[object, ...]]:
+    """Per window: the fields of tests.harness.reference.kline_fields, as stored."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT (extract(epoch FROM open_time) * 1000)::bigint, quote_volume, trade_count, "
+                    "taker_buy_volume, taker_buy_quote_volume, first_raw_trade_id, last_raw_trade_id "
+                    "FROM candles WHERE symbol = %s AND timeframe = %s", (symbol, timeframe))
+        return {row[0]: tuple(row[1:]) for row in cur.fetchall()}

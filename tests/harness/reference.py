@@ -63,3 +63,36 @@ def quote_volumes(trades: list[AggTrade], step_ms: int) -> dict[int, Decimal]:
     for trade in trades:
         result[trade.time_ms - trade.time_ms % step_ms] += Decimal(trade.price) * Decimal(trade.qty)
     return dict(result)
+
+
+# quote volume, trade count (raw trades), taker buy base volume, taker buy quote volume,
+# first raw trade id, last raw trade id: Binance's kline fields beyond OHLCV.
+KlineFields = tuple[Decimal, int, Decimal, Decimal, int | None, int | None]
+
+
+def kline_fields(trades: list[AggTrade], step_ms: int) -> dict[int, KlineFields]:
+    """Per window, from first to last traded, the kline fields beyond OHLCV, straight from the
+    trades: the taker bought when the buyer is not the maker; an aggregate's raw trades are
+    first_id..last_id. Fillers: zero volumes and counts, no ids."""
+    result: dict[int, KlineFields] = {}
+    for trade in sorted(trades, key=lambda t: (t.time_ms, t.agg_id)):
+        start = trade.time_ms - trade.time_ms % step_ms
+        quote, count, taker, taker_quote, first, _ = result.get(
+            start, (Decimal(0), 0, Decimal(0), Decimal(0), None, None))
+        price, qty = Decimal(trade.price), Decimal(trade.qty)
+        if not trade.buyer_is_maker:
+            taker += qty
+            taker_quote += price * qty
+        result[start] = (quote + price * qty, count + trade.last_id - trade.first_id + 1, taker, taker_quote,
+                         trade.first_id if first is None else first, trade.last_id)
+    for start in range(min(result), max(result) + step_ms, step_ms):
+        result.setdefault(start, (Decimal(0), 0, Decimal(0), Decimal(0), None, None))
+    return result
+
+
+def mean_prices(trades: list[AggTrade], step_ms: int) -> dict[int, Decimal]:
+    """The plain mean of the prices of each traded window's rows (aggregates), as the old system had it."""
+    prices: dict[int, list[Decimal]] = defaultdict(list)
+    for trade in trades:
+        prices[trade.time_ms - trade.time_ms % step_ms].append(Decimal(trade.price))
+    return {start: sum(values, Decimal(0)) / len(values) for start, values in prices.items()}

@@ -1,7 +1,8 @@
 """Two symbols through the whole pipeline, with the feed disconnecting so that part of the trades
 arrive over REST gap fills: every stored row equals its source row field for field, and the
 candles equal Binance's klines (XRPETH) or the independent computation (the synthetic BTCUSDT
-with fractional quantities)."""
+with fractional quantities); the kline fields Binance's CSV lacks (taker volumes, raw trade ids,
+quote volume, trade count) equal the independent computation for both."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from pyspark.sql import SparkSession
 
 from candlestack.aggregator.jobs import Aggregator
 from candlestack.core import db
-from tests.harness.pipeline import candles, scalar
-from tests.harness.reference import AggTrade, agg_trades, binance_klines, candles_from_trades
+from tests.harness.pipeline import candles, scalar, stored_kline_fields
+from tests.harness.reference import AggTrade, agg_trades, binance_klines, candles_from_trades, kline_fields
 from tests.harness.services import AGG_TRADES_CSV, SYNTHETIC_CSV, Postgres, start_component, start_replay, wait_for
 from tests.harness.settings import aggregator_settings
 
@@ -78,3 +79,6 @@ def test_two_symbols_with_gap_fills_store_every_field_and_exact_candles(
     assert candles(conn, "1m", "XRPETH") == binance_klines()
     for step, timeframe in ((60_000, "1m"), (300_000, "5m")):
         assert candles(conn, timeframe, "BTCUSDT") == candles_from_trades(trades["BTCUSDT"], step)
+        # Every other kline field (taker volumes, raw trade ids, ...), fillers included.
+        for symbol, source in trades.items():
+            assert stored_kline_fields(conn, timeframe, symbol) == kline_fields(source, step), (symbol, timeframe)

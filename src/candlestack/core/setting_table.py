@@ -27,11 +27,11 @@ from candlestack.core.contract import STREAMS
 
 PREFIX = "CANDLESTACK_"
 
-Component = Literal["producer", "consumer", "aggregator", "admin", "replay"]
-# admin: `candlestack db migrate|retention|partitions` and `candlestack status`.
-COMPONENTS: tuple[Component, ...] = ("producer", "consumer", "aggregator", "admin", "replay")
+Component = Literal["producer", "consumer", "aggregator", "admin", "replay", "audit"]
+# admin: `candlestack db migrate|retention|partitions` and `candlestack status`; audit: `candlestack audit`.
+COMPONENTS: tuple[Component, ...] = ("producer", "consumer", "aggregator", "admin", "replay", "audit")
 ALL: tuple[Component, ...] = COMPONENTS
-DATABASE_USERS: tuple[Component, ...] = ("consumer", "aggregator", "admin")
+DATABASE_USERS: tuple[Component, ...] = ("consumer", "aggregator", "admin", "audit")
 STREAMING: tuple[Component, ...] = ("producer", "consumer")
 WITH_METRICS: tuple[Component, ...] = ("producer", "consumer", "aggregator")
 
@@ -204,8 +204,9 @@ TABLE: tuple[Setting, ...] = (
                RoleVariable("candlestack_aggregator_metrics_port", component="aggregator"))),
 
     Listing(name="SYMBOLS", default="btcusdt,ethusdt", form="comma-separated Binance symbols, at most 1024",
-            used_by=STREAMING,
-            help="what the producer streams; the consumer sets trades of other symbols aside as dead letters",
+            used_by=(*STREAMING, "audit"),
+            help="what the producer streams; the audit compares these symbols' candles; the consumer sets trades "
+                 "of other symbols aside as dead letters",
             role=(RoleVariable("candlestack_symbols"),)),
     Choice(name="STREAM", default="trade", choices=STREAMS, used_by=("producer",),
            help="Binance stream type; one database holds one stream type",
@@ -213,8 +214,10 @@ TABLE: tuple[Setting, ...] = (
     Url(name="BINANCE_WS_URL", default="wss://stream.binance.com:9443", schemes=("ws", "wss"), used_by=("producer",),
         help="Binance WebSocket (the role points it at the replay feed when that is enabled)",
         role=(RoleVariable("candlestack_binance_ws_url"),)),
-    Url(name="BINANCE_REST_URL", default="https://api.binance.com", schemes=("http", "https"), used_by=("producer",),
-        help="Binance REST, for gap filling (the role points it at the replay feed when that is enabled)",
+    Url(name="BINANCE_REST_URL", default="https://api.binance.com", schemes=("http", "https"),
+        used_by=("producer", "audit"),
+        help="Binance REST, for gap filling and the audit's klines (the role points it at the replay feed when "
+             "that is enabled)",
         role=(RoleVariable("candlestack_binance_rest_url"),)),
     Number(name="PRODUCER_RECONNECT_INITIAL_S", default=0.5, minimum=0.01, used_by=("producer",),
            help="first reconnect delay; it doubles (jittered) up to `_RECONNECT_MAX_S`",
@@ -333,8 +336,8 @@ TABLE: tuple[Setting, ...] = (
                             differs_because="the deployment's CA, installed by roles/pki"),)),
 
     Listing(name="INTERVALS", default="1m,5m", form="comma-separated, of `1m 3m 5m 15m 30m 1h 2h 4h 6h 12h 1d`",
-            used_by=("aggregator",),
-            help="candle intervals the aggregator builds",
+            used_by=("aggregator", "audit"),
+            help="candle intervals the aggregator builds (and the audit compares)",
             role=(RoleVariable("candlestack_intervals"),)),
     Text(name="SPARK_MASTER", default="local[2]", form="`local[N]`, `local[*]` or `spark://host:port[,host:port]`",
          used_by=("aggregator",),
@@ -409,6 +412,20 @@ TABLE: tuple[Setting, ...] = (
     Integer(name="PARTITIONS_AHEAD_DAYS", default=3, maximum=366, used_by=("admin",),
             help="`db partitions`: partitions are created for today and this many days after",
             role=(RoleVariable("candlestack_partitions_ahead_days"),)),
+
+    Integer(name="AUDIT_LOOKBACK_MINUTES", default=60, minimum=1, maximum=7 * 24 * 60, used_by=("audit",),
+            help="`audit`: compares the candles that opened in this many minutes before the settle delay",
+            role=(RoleVariable("candlestack_audit_lookback_minutes"),)),
+    # The aggregator refreshes touched windows every tick (2 s) and a late trade is stored within
+    # seconds; two minutes leaves room for a restart of the aggregator.
+    Number(name="AUDIT_SETTLE_S", default=120.0, used_by=("audit",),
+           help="`audit`: a candle is compared once it closed this many seconds ago (not while being built)",
+           role=(RoleVariable("candlestack_audit_settle_s"),)),
+    # One klines request costs 2: a smaller budget could never send one.
+    Integer(name="AUDIT_REST_WEIGHT_LIMIT", default=1000, minimum=2, used_by=("audit",),
+            help="REST request weight a minute the audit allows itself (Binance: 6000 per IP, shared with "
+                 "the producer; a klines request costs 2)",
+            role=(RoleVariable("candlestack_audit_rest_weight_limit"),)),
 )
 
 SETTINGS: Mapping[str, Setting] = MappingProxyType({entry.name: entry for entry in TABLE})

@@ -563,3 +563,31 @@ class DatabaseSettings:
             partitions_ahead_days=env.integer("PARTITIONS_AHEAD_DAYS"),
         )
 
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """For ``audit``: which candles to compare with Binance's klines, where to ask, how much."""
+
+    postgres: PostgresSettings
+    log: LogSettings
+    symbols: tuple[str, ...]
+    intervals: tuple[str, ...]
+    rest_url: str
+    lookback_minutes: int = DEFAULTS.integer("AUDIT_LOOKBACK_MINUTES")
+    settle_s: float = DEFAULTS.number("AUDIT_SETTLE_S")
+    rest_weight_limit: int = DEFAULTS.integer("AUDIT_REST_WEIGHT_LIMIT")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AuditSettings:
+        env = Env(environ)
+        return cls(
+            postgres=PostgresSettings.from_env(env, application_name="candlestack-audit"),
+            log=LogSettings.from_env(env),
+            symbols=parse_symbols(env),
+            intervals=parse_intervals(env),
+            rest_url=env.url("BINANCE_REST_URL"),
+            lookback_minutes=env.integer("AUDIT_LOOKBACK_MINUTES"),
+            settle_s=env.number("AUDIT_SETTLE_S"),
+            rest_weight_limit=env.integer("AUDIT_REST_WEIGHT_LIMIT"),
+        )

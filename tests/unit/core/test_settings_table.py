@@ -21,6 +21,7 @@ from candlestack.core import setting_table
 from candlestack.core.setting_table import SETTINGS, TABLE, Choice, Component, Listing, Port, RoleVariable, Setting
 from candlestack.core.settings import (
     AggregatorSettings,
+    AuditSettings,
     ConsumerSettings,
     DatabaseSettings,
     Env,
@@ -50,6 +51,7 @@ READERS: dict[Component, Callable[[RecordingEnviron], object]] = {
     "aggregator": AggregatorSettings.from_env,
     "admin": DatabaseSettings.from_env,
     "replay": lambda environ: LogSettings.from_env(Env(environ)),
+    "audit": AuditSettings.from_env,
 }
 
 

@@ -1,0 +1,1 @@
+"""``candlestack audit``: our closed candles compared, field by field, with Binance's klines."""
