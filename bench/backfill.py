@@ -59,7 +59,11 @@ SELECT t.symbol, tf.name AS timeframe,
        sum(t.qty) AS volume, sum(t.price * t.qty) AS quote_volume,
        sum(coalesce(t.last_trade_id - t.first_trade_id + 1, 1)) AS trade_count,
        (array_agg(t.trade_id ORDER BY t.trade_time, t.trade_id))[1] AS first_trade_id,
-       (array_agg(t.trade_id ORDER BY t.trade_time DESC, t.trade_id DESC))[1] AS last_trade_id
+       (array_agg(t.trade_id ORDER BY t.trade_time DESC, t.trade_id DESC))[1] AS last_trade_id,
+       coalesce(sum(t.qty) FILTER (WHERE NOT t.buyer_is_maker), 0) AS taker_buy_volume,
+       coalesce(sum(t.price * t.qty) FILTER (WHERE NOT t.buyer_is_maker), 0) AS taker_buy_quote_volume,
+       min(coalesce(t.first_trade_id, t.trade_id)) AS first_raw_trade_id,
+       max(coalesce(t.last_trade_id, t.trade_id)) AS last_raw_trade_id
 FROM trades t
 CROSS JOIN (VALUES ('1m', interval '1 minute'), ('5m', interval '5 minutes')) AS tf(name, step)
 WHERE t.symbol = ANY(%(symbols)s) AND t.trade_time >= %(lo)s AND t.trade_time < %(hi)s
@@ -67,7 +71,8 @@ GROUP BY t.symbol, tf.name, tf.step, 3
 """
 
 COLUMNS = ("symbol, timeframe, open_time, close_time, open, high, low, close, volume, quote_volume, "
-           "trade_count, first_trade_id, last_trade_id")
+           "trade_count, first_trade_id, last_trade_id, taker_buy_volume, taker_buy_quote_volume, "
+           "first_raw_trade_id, last_raw_trade_id")
 DIFF_SQL = f"""
 SELECT count(*) FROM (
     (SELECT {COLUMNS} FROM candles WHERE trade_count > 0 EXCEPT ALL SELECT {COLUMNS} FROM sql_candles)
@@ -78,7 +83,8 @@ SELECT count(*) FROM (
 
 
 VALUE_COLUMNS = ("close_time", "open", "high", "low", "close", "volume", "quote_volume", "trade_count",
-                 "first_trade_id", "last_trade_id")
+                 "first_trade_id", "last_trade_id", "taker_buy_volume", "taker_buy_quote_volume",
+                 "first_raw_trade_id", "last_raw_trade_id")
 # Which columns differ, on candles matched by key (a constant column list, no user input).
 COLUMN_DIFF_SQL = "SELECT " + ", ".join(
     f"count(*) FILTER (WHERE c.{name} IS DISTINCT FROM s.{name})" for name in VALUE_COLUMNS

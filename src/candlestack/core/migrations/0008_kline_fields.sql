@@ -73,8 +73,10 @@ CREATE SCHEMA stock;
 
 -- One row per stored trade (per aggregate for an aggTrade database, the rows the old system got).
 -- "timestamp" and event_time are both the trade time: the old system's event_time was its
--- "timestamp" as a timestamptz. Ordering by event_time is ordering by trades' partition key, so
--- `ORDER BY event_time DESC LIMIT n` reads the newest daily partition first and stops there.
+-- "timestamp" as a timestamptz. event_time is trades.trade_time itself, not an expression, so the
+-- planner sorts on the partition key; without an index on trade_time alone (trades has none: it
+-- would slow every insert) `ORDER BY event_time DESC LIMIT 5` is a parallel top-N scan of the
+-- stored trades, about 0.3 s per million on 2 cores.
 CREATE VIEW stock.real_time_prices AS
     SELECT symbol,
            price,
