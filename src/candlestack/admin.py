@@ -7,8 +7,7 @@ import contextlib
 import json
 import logging
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg2
@@ -17,7 +16,6 @@ import psycopg2.extensions
 
 from candlestack import status
 from candlestack.core import db, logs
-from candlestack.core.backoff import Backoff
 from candlestack.core.errors import DatabaseError, DatabasePermissionError, DatabaseUnavailableError
 from candlestack.core.settings import DatabaseSettings, PostgresSettings, read_env_file
 
@@ -125,7 +123,7 @@ def create_partitions(conn: psycopg2.extensions.connection, *, ahead_days: int, 
     """
     first = datetime.now(UTC).date()
     last = first + timedelta(days=ahead_days)
-    created = _retry_on_lock_timeout(lambda: _ensure_partitions(conn, first, last), attempts=attempts)
+    created = db.retry_on_lock_timeout(lambda: _ensure_partitions(conn, first, last), attempts=attempts)
     # Like migrate: stdout stays empty when nothing changed.
     if created:
         print(f"created {created} partitions")
@@ -140,19 +138,6 @@ def _ensure_partitions(conn: psycopg2.extensions.connection, first: date, last: 
         row = cur.fetchone()
     return int(row[0]) if row else 0
 
-
-def _retry_on_lock_timeout(action: Callable[[], int], *, attempts: int) -> int:
-    backoff = Backoff(0.5, 15.0)
-    for attempt in range(1, attempts + 1):
-        try:
-            return action()
-        except psycopg2.errors.LockNotAvailable:
-            if attempt == attempts:
-                raise
-            delay = backoff.next_delay()
-            log.warning("partition lock busy; retrying", extra={"attempt": attempt, "retry_in_s": round(delay, 2)})
-            time.sleep(delay)
-    raise AssertionError("unreachable")
 
 
 def _environ(env_file: str | None) -> dict[str, str] | None:

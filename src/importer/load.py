@@ -13,25 +13,23 @@ from __future__ import annotations
 
 import io
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import TypeVar
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from candlestack.core.backoff import Backoff
+from candlestack.core import db
 from candlestack.core.contract import StreamType
 from candlestack.core.errors import StreamKindError
 from candlestack.importer.archive import ArchiveFile, Kind, Layout
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+# The partition functions wait for their lock_timeout; a long reader may outlast a few.
+PARTITION_LOCK_ATTEMPTS = 8
 
 # Unused columns stay text: COPY then only splits them off.
 STAGE_DDL: dict[Kind, str] = {
@@ -194,7 +192,7 @@ class Loader:
             with self._conn, self._conn.cursor() as cur:
                 cur.execute("SELECT ensure_trade_partitions_on(%s::date[])", (new,))
 
-        _retry_on_lock_timeout(create)
+        db.retry_on_lock_timeout(create, attempts=PARTITION_LOCK_ATTEMPTS)
         self._known_days.update(new)
 
 
@@ -215,23 +213,9 @@ def ensure_partitions(conn: psycopg2.extensions.connection, days: list[date]) ->
             cur.execute("SELECT ensure_trade_partitions_on(%s::date[])", (sorted(set(days)),))
 
     if days:
-        _retry_on_lock_timeout(create)
+        db.retry_on_lock_timeout(create, attempts=PARTITION_LOCK_ATTEMPTS)
 
 
 def _day(ms: int) -> date:
     return date(1970, 1, 1) + timedelta(days=ms // 86_400_000)
 
-
-def _retry_on_lock_timeout(action: Callable[[], T], *, attempts: int = 8) -> T:
-    """The partition functions give up after their lock_timeout (a long reader holds the table)."""
-    backoff = Backoff(0.5, 15.0)
-    for attempt in range(1, attempts + 1):
-        try:
-            return action()
-        except psycopg2.errors.LockNotAvailable:
-            if attempt == attempts:
-                raise
-            delay = backoff.next_delay()
-            log.info("partition lock busy; retrying", extra={"retry_in_s": round(delay, 2)})
-            time.sleep(delay)
-    raise AssertionError("unreachable")

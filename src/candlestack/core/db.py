@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 
+from candlestack.core.backoff import Backoff
 from candlestack.core.settings import PostgresSettings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Any lock id works as long as every migrator uses the same one.
 MIGRATION_LOCK_ID = 0x63616E646C65
@@ -66,3 +72,22 @@ def migrate(conn: psycopg2.extensions.connection) -> list[str]:
             cur.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
             conn.commit()
     return applied
+
+
+def retry_on_lock_timeout(action: Callable[[], T], *, attempts: int) -> T:
+    """Run ``action`` again while it fails on its lock_timeout, backing off, ``attempts`` times at most.
+
+    The partition functions give up after their lock_timeout when a long reader holds the table;
+    the reader ends, so a later try succeeds.
+    """
+    backoff = Backoff(0.5, 15.0)
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except psycopg2.errors.LockNotAvailable:
+            if attempt == attempts:
+                raise
+            delay = backoff.next_delay()
+            log.warning("partition lock busy; retrying", extra={"attempt": attempt, "retry_in_s": round(delay, 2)})
+            time.sleep(delay)
+    raise AssertionError("unreachable")
