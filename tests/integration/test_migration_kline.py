@@ -134,7 +134,7 @@ def _fill(pg: Postgres, stream: str) -> None:
         rows = seed(conn, stream)
         want = expected(rows)
         seed_candles(conn, want)
-        assert db.migrate(conn) == [MIGRATION]
+        assert db.migrate(conn)[0] == MIGRATION  # the migrations after it leave candles alone
         got = kline_fields(conn)
     finally:
         conn.close()
