@@ -14,11 +14,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from email.message import Message
 from typing import Any
 
 from candlestack.core.contract import StreamType, Trade, trade_from_rest
-from candlestack.core.errors import CandlestackError, ContractError
+from candlestack.core.errors import ContractError
+from candlestack.core.rest_weight import RestBudget, RestThrottled, retry_after_s, used_weight
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +26,6 @@ REST_PAGE_LIMIT = 1000
 # Request weight of one call, whatever its limit (Binance spot API docs, market data endpoints).
 HISTORICAL_TRADES_WEIGHT = 25
 AGG_TRADES_WEIGHT = 4
-# Binance counts weight per IP in fixed clock minutes and reports the minute's total so far.
-USED_WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
-WEIGHT_WINDOW_S = 60.0
-# Our clock and Binance's differ a little: wait this much past the minute before trusting a reset.
-WEIGHT_RESET_MARGIN_S = 1.0
-# When a 429/418 comes without a usable Retry-After (Binance always sends one).
-DEFAULT_RETRY_AFTER_S = 10.0
 
 
 def combined_stream_url(base_url: str, symbols: tuple[str, ...], stream: StreamType) -> str:
@@ -69,17 +62,6 @@ def unwrap(frame: str | bytes) -> dict[str, Any] | ServerShutdown:
     return data
 
 
-class RestThrottled(CandlestackError):
-    """REST must not be asked for ``wait_s`` seconds; ``kind`` is ``"429"``, ``"418"`` (an answer
-    with that status) or ``"budget"`` (our own weight budget is spent)."""
-
-    def __init__(self, wait_s: float, kind: str, reason: str) -> None:
-        super().__init__(f"{reason}; retry in {wait_s:.1f} s")
-        self.wait_s = wait_s
-        self.kind = kind
-        self.reason = reason
-
-
 def is_retryable_rest(exc: BaseException) -> bool:
     """Whether a REST failure is worth another try later."""
     if isinstance(exc, RestThrottled):
@@ -94,61 +76,8 @@ def is_retryable_rest(exc: BaseException) -> bool:
     return isinstance(exc, OSError | http.client.HTTPException | json.JSONDecodeError)
 
 
-def retry_after_s(value: str | None, *, default: float = DEFAULT_RETRY_AFTER_S) -> float:
-    """The wait a ``Retry-After`` header asks for, in seconds (Binance sends whole seconds)."""
-    if value is None:
-        return default
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return default
-    return seconds if seconds >= 0 else default
-
-
-def used_weight(headers: Message | None) -> int | None:
-    """The ``X-MBX-USED-WEIGHT-1M`` of an answer, if it carries one."""
-    raw = headers.get(USED_WEIGHT_HEADER) if headers is not None else None
-    try:
-        return int(raw) if raw is not None else None
-    except ValueError:
-        return None
-
-
 def page_weight(stream: StreamType) -> int:
     return AGG_TRADES_WEIGHT if stream == "aggTrade" else HISTORICAL_TRADES_WEIGHT
-
-
-@dataclass(slots=True)
-class RestBudget:
-    """Request weight spent in the current clock minute, and any ban the server announced.
-
-    Times are wall-clock seconds (Binance's minutes are clock minutes). The server's own count
-    (the used-weight header) replaces ours whenever an answer carries it, so that other clients
-    on the same IP are accounted for.
-    """
-
-    limit: int
-    used: int = 0
-    minute: int = -1
-    blocked_until: float = 0.0
-
-    def _used_now(self, now: float) -> int:
-        return self.used if int(now // WEIGHT_WINDOW_S) == self.minute else 0
-
-    def wait_s(self, cost: int, now: float) -> float:
-        """How long to wait before a request of weight ``cost`` keeps within the limit (0: go)."""
-        wait = max(0.0, self.blocked_until - now)
-        if self._used_now(now) + cost > self.limit:
-            wait = max(wait, WEIGHT_WINDOW_S - now % WEIGHT_WINDOW_S + WEIGHT_RESET_MARGIN_S)
-        return wait
-
-    def spend(self, cost: int, now: float, *, reported: int | None) -> None:
-        minute = int(now // WEIGHT_WINDOW_S)
-        self.used = reported if reported is not None else self._used_now(now) + cost
-        self.minute = minute
-
-    def block(self, seconds: float, now: float) -> None:
-        self.blocked_until = max(self.blocked_until, now + seconds)
 
 
 class RestClient:

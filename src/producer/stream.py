@@ -14,12 +14,11 @@ import websocket
 from candlestack.core.backoff import Backoff
 from candlestack.core.contract import STREAMS, Gap, Trade, trade_from_binance
 from candlestack.core.errors import ContractError, GapFillError
+from candlestack.core.rest_weight import RestBudget, RestThrottled
 from candlestack.core.settings import ProducerSettings
 from candlestack.producer import metrics
 from candlestack.producer.binance import (
-    RestBudget,
     RestClient,
-    RestThrottled,
     ServerShutdown,
     combined_stream_url,
     is_retryable_rest,

@@ -15,7 +15,7 @@ from candlestack.audit.client import KlinesClient
 from candlestack.audit.command import closed_windows, from_ms, to_ms
 from candlestack.audit.compare import MISSING, Mismatch, compare, parse_kline
 from candlestack.core.errors import ContractError
-from candlestack.producer.binance import RestBudget, RestThrottled
+from candlestack.core.rest_weight import RestBudget, RestThrottled
 
 ROW = [1570752000000, "0.00141342", "0.00141557", "0.00141266", "0.00141418", "1482.00000000", 1570752059999,
        "2.09678230", 12, "1000.00000000", "1.41418000", "0"]

@@ -20,19 +20,15 @@ import pytest
 
 from candlestack.core.contract import Gap, Trade
 from candlestack.core.errors import ContractError, SettingsError
+from candlestack.core.rest_weight import USED_WEIGHT_HEADER, RestBudget, RestThrottled, retry_after_s, used_weight
 from candlestack.core.settings import Env, KafkaSettings, LogSettings, MetricsSettings, ProducerSettings
 from candlestack.producer import state as state_module
 from candlestack.producer.binance import (
     AGG_TRADES_WEIGHT,
     HISTORICAL_TRADES_WEIGHT,
-    USED_WEIGHT_HEADER,
-    RestBudget,
     RestClient,
-    RestThrottled,
     is_retryable_rest,
     page_weight,
-    retry_after_s,
-    used_weight,
 )
 from candlestack.producer.gaps import IdTracker, Missing, PendingGap, pending_retry_delay_s
 from candlestack.producer.main import open_state

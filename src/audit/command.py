@@ -20,8 +20,8 @@ from candlestack.audit.client import KlinesClient
 from candlestack.audit.compare import Mismatch, compare, parse_kline
 from candlestack.core import db, logs
 from candlestack.core.errors import ContractError
+from candlestack.core.rest_weight import RestBudget, RestThrottled
 from candlestack.core.settings import INTERVALS_MS, AuditSettings, read_env_file
-from candlestack.producer.binance import RestBudget, RestThrottled
 
 log = logging.getLogger(__name__)
 

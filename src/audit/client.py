@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from candlestack.core.errors import ContractError
-from candlestack.producer.binance import RestBudget, RestThrottled, retry_after_s, used_weight
+from candlestack.core.rest_weight import RestBudget, RestThrottled, retry_after_s, used_weight
 
 log = logging.getLogger(__name__)
 
