@@ -6,17 +6,13 @@ The budget, the used-weight header and the throttling error are the producer's
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from candlestack.core.errors import ContractError
-from candlestack.core.rest_weight import RestBudget, RestThrottled, retry_after_s, used_weight
+from candlestack.core.rest_weight import RestBudget, RestThrottled, check_budget, get_json_list
 
 log = logging.getLogger(__name__)
 
@@ -75,23 +71,10 @@ class KlinesClient:
 
     def _request(self, params: dict[str, Any]) -> list[list[Any]]:
         now = self._wall()
-        wait = self.budget.wait_s(KLINES_WEIGHT, now)
-        if wait > 0:
-            raise RestThrottled(wait, "budget", f"request weight budget of {self.budget.limit}/min spent")
-        url = f"{self._base_url}{KLINES_PATH}?{urllib.parse.urlencode(params)}"
+        check_budget(self.budget, KLINES_WEIGHT, now)
         self.requests += 1
-        try:
-            with urllib.request.urlopen(url, timeout=self._timeout_s) as response:
-                self.budget.spend(KLINES_WEIGHT, now, reported=used_weight(response.headers))
-                rows = json.load(response)
-        except urllib.error.HTTPError as exc:
-            self.budget.spend(KLINES_WEIGHT, now, reported=used_weight(exc.headers))
-            if exc.code in (418, 429):
-                # 429: too much weight; 418: banned for ignoring 429s. Both say how long to wait.
-                wait = retry_after_s(exc.headers.get("Retry-After") if exc.headers else None)
-                self.budget.block(wait, now)
-                raise RestThrottled(wait, str(exc.code), f"HTTP {exc.code} from {KLINES_PATH}") from None
-            raise
-        if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+        rows = get_json_list(self._base_url, KLINES_PATH, params, budget=self.budget, cost=KLINES_WEIGHT, now=now,
+                             timeout_s=self._timeout_s)
+        if not all(isinstance(row, list) for row in rows):
             raise ContractError("rest", f"expected a JSON list of arrays from {KLINES_PATH}")
         return rows

@@ -10,15 +10,13 @@ import json
 import logging
 import time
 import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from candlestack.core.contract import StreamType, Trade, trade_from_rest
 from candlestack.core.errors import ContractError
-from candlestack.core.rest_weight import RestBudget, RestThrottled, retry_after_s, used_weight
+from candlestack.core.rest_weight import RestBudget, RestThrottled, check_budget, get_json_list
 
 log = logging.getLogger(__name__)
 
@@ -105,27 +103,12 @@ class RestClient:
             ContractError: the answer is not a JSON list.
         """
         now = self._wall()
-        wait = self.budget.wait_s(self._cost, now)
-        if wait > 0:
-            raise RestThrottled(wait, "budget", f"request weight budget of {self.budget.limit}/min spent")
+        check_budget(self.budget, self._cost, now)
         params: dict[str, Any] = {"symbol": symbol, "limit": limit}
         if from_id is not None:
             params["fromId"] = from_id
-        url = f"{self._base_url}{self._path}?{urllib.parse.urlencode(params)}"
-        try:
-            with urllib.request.urlopen(url, timeout=self._timeout_s) as response:
-                self.budget.spend(self._cost, now, reported=used_weight(response.headers))
-                rows = json.load(response)
-        except urllib.error.HTTPError as exc:
-            self.budget.spend(self._cost, now, reported=used_weight(exc.headers))
-            if exc.code in (418, 429):
-                wait = retry_after_s(exc.headers.get("Retry-After") if exc.headers else None)
-                self.budget.block(wait, now)
-                raise RestThrottled(wait, str(exc.code), f"HTTP {exc.code} from {self._path}") from None
-            raise
-        if not isinstance(rows, list):
-            raise ContractError("rest", f"expected a JSON list from {self._path}")
-        return rows
+        return get_json_list(self._base_url, self._path, params, budget=self.budget, cost=self._cost, now=now,
+                             timeout_s=self._timeout_s)
 
     def newest_id(self, symbol: str) -> int | None:
         """The id of the newest trade of ``symbol``, None if it has none."""

@@ -6,10 +6,15 @@ Shared by every client of Binance's REST API: the producer's gap fill and the kl
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from email.message import Message
+from typing import Any
 
-from candlestack.core.errors import CandlestackError
+from candlestack.core.errors import CandlestackError, ContractError
 
 # Binance counts weight per IP in fixed clock minutes and reports the minute's total so far.
 USED_WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
@@ -82,3 +87,44 @@ class RestBudget:
 
     def block(self, seconds: float, now: float) -> None:
         self.blocked_until = max(self.blocked_until, now + seconds)
+
+
+def check_budget(budget: RestBudget, cost: int, now: float) -> None:
+    """Refuse a request of weight ``cost`` that the budget cannot take now.
+
+    Raises:
+        RestThrottled: (kind ``"budget"``) with the wait before it can.
+    """
+    wait = budget.wait_s(cost, now)
+    if wait > 0:
+        raise RestThrottled(wait, "budget", f"request weight budget of {budget.limit}/min spent")
+
+
+def get_json_list(base_url: str, path: str, params: dict[str, Any], *, budget: RestBudget, cost: int, now: float,
+                  timeout_s: float) -> list[Any]:
+    """GET ``path`` (a :func:`check_budget`-ed request of weight ``cost``), spending its weight.
+
+    The server's used-weight header, on success or error, becomes the budget's count; a 429 or
+    418 blocks the budget for as long as its ``Retry-After`` says.
+
+    Raises:
+        RestThrottled: the server answered 429 or 418.
+        ContractError: the answer is not a JSON list.
+        urllib.error.HTTPError, OSError: any other failure.
+    """
+    url = f"{base_url}{path}?{urllib.parse.urlencode(params)}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            budget.spend(cost, now, reported=used_weight(response.headers))
+            rows = json.load(response)
+    except urllib.error.HTTPError as exc:
+        budget.spend(cost, now, reported=used_weight(exc.headers))
+        if exc.code in (418, 429):
+            # 429: too much weight; 418: banned for ignoring 429s. Both say how long to wait.
+            wait = retry_after_s(exc.headers.get("Retry-After") if exc.headers else None)
+            budget.block(wait, now)
+            raise RestThrottled(wait, str(exc.code), f"HTTP {exc.code} from {path}") from None
+        raise
+    if not isinstance(rows, list):
+        raise ContractError("rest", f"expected a JSON list from {path}")
+    return rows
