@@ -22,7 +22,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from candlestack.aggregator.faults import JobTimeoutError
-from candlestack.aggregator.windows import Span, from_ms
+from candlestack.aggregator.windows import Span
+from candlestack.core.epoch import from_ms
 from candlestack.core.settings import INTERVALS_MS, PostgresSettings
 
 # Trades as Spark sees them. PostgreSQL's inner query lets partition pruning and the

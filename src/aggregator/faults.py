@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import psycopg2
 from py4j.protocol import Py4JNetworkError  # type: ignore[import-untyped]
 
-from candlestack.aggregator.windows import Span, from_ms
+from candlestack.aggregator.windows import Span
+from candlestack.core.epoch import from_ms
 from candlestack.core.errors import CandlestackError
 
 # After this many failed ticks in a row the Spark session is rebuilt, whatever the errors were:

@@ -15,8 +15,9 @@ import psycopg2.extensions
 from pyspark.sql import SparkSession
 
 from candlestack.aggregator import compute, faults, metrics, sink
-from candlestack.aggregator.windows import Span, chunks, covering_step, from_ms, merge_windows
+from candlestack.aggregator.windows import Span, chunks, covering_step, merge_windows
 from candlestack.core.backoff import Backoff
+from candlestack.core.epoch import from_ms
 from candlestack.core.settings import INTERVALS_MS, AggregatorSettings
 
 log = logging.getLogger(__name__)

@@ -13,11 +13,11 @@ import psycopg2.extensions
 
 from candlestack.aggregator.jobs import BACKFILL_CHUNK_RETRIES, RETRY_MAX_S, Aggregator
 from candlestack.aggregator.session import build_session, renew_session, stop_session
-from candlestack.aggregator.windows import to_ms
 from candlestack.core import db, logs
 from candlestack.core import metrics as metrics_endpoint
 from candlestack.core.backoff import Backoff
 from candlestack.core.contract import normalise_symbol
+from candlestack.core.epoch import to_ms
 from candlestack.core.errors import ContractError, SettingsError, first_line
 from candlestack.core.lifecycle import stop_on_signals
 from candlestack.core.settings import AggregatorSettings

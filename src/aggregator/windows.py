@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from candlestack.core.settings import INTERVALS_MS
 
@@ -19,14 +18,6 @@ def floor_to(ms: int, step: int) -> int:
 
 def ceil_to(ms: int, step: int) -> int:
     return -floor_to(-ms, step)
-
-
-def to_ms(value: datetime) -> int:
-    return int(value.astimezone(UTC).timestamp() * 1000)
-
-
-def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 @dataclass(frozen=True, slots=True, order=True)

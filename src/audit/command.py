@@ -19,14 +19,13 @@ import psycopg2.extensions
 from candlestack.audit.client import KlinesClient
 from candlestack.audit.compare import Mismatch, compare, parse_kline
 from candlestack.core import db, logs
+from candlestack.core.epoch import from_ms, to_ms
 from candlestack.core.errors import ContractError
 from candlestack.core.rest_weight import RestBudget, RestThrottled
 from candlestack.core.settings import INTERVALS_MS, AuditSettings, read_env_file
 
 log = logging.getLogger(__name__)
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MS = timedelta(milliseconds=1)
 # Columns every candles table has; the taker volumes only from migration 0008 on.
 BASE_FIELDS = ("open", "high", "low", "close", "volume", "quote_volume", "trade_count")
 TAKER_FIELDS = ("taker_buy_volume", "taker_buy_quote_volume")
@@ -36,14 +35,6 @@ KEEP_RUNS = timedelta(days=30)
 # throttled throughout, or refusing a symbol (the others are still compared), 76 Binance's
 # answer is malformed (EX_PROTOCOL).
 EXIT_MISMATCH, EXIT_UNAVAILABLE, EXIT_PROTOCOL = 1, 69, 76
-
-
-def to_ms(value: datetime) -> int:
-    return (value - EPOCH) // MS
-
-
-def from_ms(value: int) -> datetime:
-    return EPOCH + value * MS
 
 
 @dataclass(slots=True)

@@ -30,6 +30,7 @@ import psycopg2.extensions
 
 from candlestack.core import db, logs
 from candlestack.core.contract import normalise_symbol
+from candlestack.core.epoch import from_ms
 from candlestack.core.errors import ArchiveError, ChecksumMismatchError, ContractError, SettingsError
 from candlestack.core.settings import Env, LogSettings, PostgresSettings
 from candlestack.importer import load
@@ -430,7 +431,7 @@ def backfill_ranges(summary: Summary, backfill: Backfill) -> None:
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return from_ms(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def report(summary: Summary, out: TextIO) -> None:

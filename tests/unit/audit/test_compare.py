@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from candlestack.audit.client import KlinesClient
-from candlestack.audit.command import closed_windows, from_ms, to_ms
+from candlestack.audit.command import closed_windows
 from candlestack.audit.compare import MISSING, Mismatch, compare, parse_kline
+from candlestack.core.epoch import from_ms, to_ms
 from candlestack.core.errors import ContractError
 from candlestack.core.rest_weight import RestBudget, RestThrottled
 
