@@ -8,14 +8,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, reduce
+from math import gcd
 from typing import TypeVar
 
 import psycopg2.extensions
 from pyspark.sql import SparkSession
 
 from candlestack.aggregator import compute, faults, metrics, sink
-from candlestack.aggregator.windows import Span, chunks, covering_step, merge_windows
+from candlestack.aggregator.windows import Span, chunks, covering_step, floor_to, merge_windows
 from candlestack.core.backoff import Backoff
 from candlestack.core.epoch import from_ms
 from candlestack.core.settings import INTERVALS_MS, AggregatorSettings
@@ -36,14 +37,36 @@ RETRY_MAX_S = 60.0
 BACKFILL_CHUNK_RETRIES = 6
 
 # Trades whose inserting transaction is at or above the watermark, grouped by symbol and by
-# window of the covering (largest) interval. The new watermark is the xmin of this same
-# snapshot: every transaction below it has ended, so no later commit can land below it.
+# window of the covering (largest) interval, with the oldest trade time and the count of each
+# group. The new watermark is the xmin of this same snapshot: every transaction below it has
+# ended, so no later commit can land below it. One statement, so that a tick with nothing to do
+# costs one query; the outer join returns the xmin even when no trade was touched.
 TOUCHED_SQL = """
-SELECT symbol, (floor(extract(epoch FROM trade_time) * 1000 / %(step)s) * %(step)s)::bigint AS window_ms
-FROM trades
-WHERE ingest_xid >= %(watermark)s::text::xid8
-GROUP BY 1, 2
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text, t.symbol, t.window_ms, t.oldest_ms, t.trades
+FROM (SELECT) AS one
+LEFT JOIN (
+    SELECT symbol, (floor(extract(epoch FROM trade_time) * 1000 / %(step)s) * %(step)s)::bigint AS window_ms,
+           floor(extract(epoch FROM min(trade_time)) * 1000)::bigint AS oldest_ms, count(*) AS trades
+    FROM trades
+    WHERE ingest_xid >= %(watermark)s::text::xid8
+    GROUP BY 1, 2
+) AS t ON true
 """
+
+# Below this many touched trades a tick's job reads over one JDBC connection: a few thousand
+# rows do not repay a task per read partition.
+SMALL_TICK_TRADES = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Touched:
+    """What a tick found stored since the watermark."""
+
+    new_mark: int
+    spans: list[Span]
+    trades: int = 0
+    # The oldest trade time among them (ms); None when nothing was touched.
+    oldest_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +95,9 @@ class Aggregator:
         self._spark = spark
         self._conn = conn
         self._step = covering_step(settings.intervals)
+        self._base_step = reduce(gcd, (INTERVALS_MS[name] for name in settings.intervals))
+        # When a tick last ran a Spark job (monotonic); None: not yet in this process.
+        self._last_refresh: float | None = None
         self._session_factory = session_factory
         self._retry_initial_s = settings.tick_s if retry_initial_s is None else retry_initial_s
         self._retry_max_s = retry_max_s
@@ -86,16 +112,18 @@ class Aggregator:
         return self._spark
 
     def aggregate(self, spans: Sequence[Span], extra_regions: Sequence[sink.Region] = (),
-                  *, timeout_s: float | None = None, stop: threading.Event | None = None) -> Outcome:
+                  *, timeout_s: float | None = None, stop: threading.Event | None = None,
+                  read_partitions: int | None = None) -> Outcome:
         """Recompute every candle inside ``spans`` and write what changed.
 
-        The Spark job is cancelled after ``timeout_s`` (None: never) or when ``stop`` is set.
+        The Spark job is cancelled after ``timeout_s`` (None: never) or when ``stop`` is set. It
+        reads over ``read_partitions`` JDBC connections (None: the setting's).
         """
         started = time.perf_counter()
         if not spans:
             changed = sink.write(self._conn, [], extra_regions) if extra_regions else 0
             return Outcome(0, changed, time.perf_counter() - started)
-        where = compute.predicates(spans, self._settings.read_partitions, self._conn)
+        where = compute.predicates(spans, read_partitions or self._settings.read_partitions, self._conn)
         trades, rows = compute.compute(self._spark, self._settings.postgres, where, self._settings.intervals,
                                        timeout_s=timeout_s, stop=stop)
         changed = sink.write(self._conn, rows, extra_regions)
@@ -185,24 +213,42 @@ class Aggregator:
         assert row is not None
         return int(row[0])
 
-    def touched(self, watermark: int) -> tuple[int, list[Span]]:
-        """(new watermark, spans of covering windows touched since ``watermark``)."""
+    def touched(self, watermark: int) -> Touched:
+        """The spans of covering windows touched since ``watermark``, and the new watermark."""
         self._conn.set_session(isolation_level="REPEATABLE READ")
         try:
             with self._conn, self._conn.cursor() as cur:
-                cur.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
-                row = cur.fetchone()
-                assert row is not None
-                new_mark = int(row[0])
                 cur.execute(TOUCHED_SQL, {"step": self._step, "watermark": str(watermark)})
-                windows: dict[str, list[int]] = {}
-                for symbol, window_ms in cur.fetchall():
-                    windows.setdefault(symbol, []).append(int(window_ms))
+                rows = cur.fetchall()
         finally:
             self._conn.set_session(isolation_level="READ COMMITTED")
+        windows: dict[str, list[int]] = {}
+        trades = 0
+        oldest: int | None = None
+        for _, symbol, window_ms, oldest_ms, count in rows:
+            if symbol is None:
+                continue
+            windows.setdefault(symbol, []).append(int(window_ms))
+            trades += int(count)
+            oldest = int(oldest_ms) if oldest is None else min(oldest, int(oldest_ms))
         spans = [span for symbol, starts in sorted(windows.items())
                  for span in merge_windows(symbol, starts, self._step)]
-        return new_mark, spans
+        return Touched(int(rows[0][0]), spans, trades, oldest)
+
+    def can_wait(self, touched: Touched, now_ms: int) -> bool:
+        """Whether this tick may leave its trades to a later one: the rest mode.
+
+        Only when every touched trade is in the open window of the smallest interval (so no
+        closed candle is waiting for them), and the open candles were refreshed less than
+        ``open_refresh_s`` ago. The trades stay above the unsaved watermark, so the next tick
+        finds them again, with whatever arrived since, in the same one query.
+        """
+        refresh_s = self._settings.open_refresh_s
+        if touched.oldest_ms is None or refresh_s <= self._settings.tick_s or self._last_refresh is None:
+            return False
+        if touched.oldest_ms < floor_to(now_ms, self._base_step):
+            return False
+        return time.monotonic() - self._last_refresh < refresh_s
 
     def resolve_gaps(self) -> int:
         """Mark the recorded ingest gaps whose trades have all arrived since as resolved."""
@@ -226,16 +272,23 @@ class Aggregator:
         """
         spans: list[Span] = []
         try:
-            new_mark, spans = self.touched(watermark)
-            outcome = self.aggregate(spans, timeout_s=self._job_timeout_s, stop=stop) if spans else None
-            if outcome is not None:
+            touched = self.touched(watermark)
+            spans = touched.spans
+            if spans and self.can_wait(touched, int(time.time() * 1000)):
+                metrics.TICKS_DEFERRED.inc()
+                return watermark, None
+            outcome = None
+            if spans:
+                outcome = self.aggregate(spans, timeout_s=self._job_timeout_s, stop=stop,
+                                         read_partitions=1 if touched.trades < SMALL_TICK_TRADES else None)
+                self._last_refresh = time.monotonic()
                 # Gaps are filled only by trades arriving, so only a tick with work looks.
                 self.resolve_gaps()
-            if new_mark != watermark or outcome is not None:
-                self.save_watermark(new_mark)
+            if touched.new_mark != watermark or outcome is not None:
+                self.save_watermark(touched.new_mark)
         except Exception as exc:
             raise faults.TickError(spans) from exc
-        return new_mark, outcome
+        return touched.new_mark, outcome
 
     def initial_build(self, stop: threading.Event) -> int | None:
         """Build candles for every trade already stored and save the watermark to follow from.

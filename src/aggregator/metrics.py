@@ -16,4 +16,6 @@ CONSECUTIVE_FAILURES = Gauge("candlestack_aggregator_consecutive_tick_failures",
                              "Run-mode ticks failed in a row (0: the last tick succeeded)")
 SESSION_REBUILDS = Counter("candlestack_aggregator_spark_session_rebuilds_total",
                            "Spark sessions rebuilt after failing ticks")
+TICKS_DEFERRED = Counter("candlestack_aggregator_ticks_deferred_total",
+                         "Ticks that left trades of the open window to a later tick (the rest mode)")
 GAPS_RESOLVED = Counter("candlestack_aggregator_gaps_resolved_total", "Ingest gaps found filled by late trades")

@@ -189,7 +189,7 @@ def test_a_stale_reconcile_never_overwrites_a_fresher_candle(
     mark = aggregator.current_xmin()
     insert_trades(conn, [trade(1, T0 + 1_000, "1.0"), trade(2, T0 + 2_000, "1.1")])
     # A reconcile reads its snapshot now ...
-    spans = [s for s in aggregator.touched(mark)[1]]
+    spans = list(aggregator.touched(mark).spans)
     where = compute.predicates(spans, 2, aggregator._conn)
     _, stale = compute.compute(spark, aggregator._settings.postgres, where, ["1m", "5m"])
     # ... then more trades of the same windows arrive and `run` builds them first ...

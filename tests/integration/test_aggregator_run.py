@@ -3,6 +3,7 @@ late trade re-opens only the windows it touches."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -101,3 +102,52 @@ def test_watermark_never_passes_a_transaction_still_in_flight(
     watermark, outcome = aggregator.tick(watermark)
     assert outcome is not None
     assert candles(conn, "1m") == candles_from_trades(trades, 60_000)
+
+
+def test_rest_mode_leaves_the_open_window_to_a_later_tick_but_builds_a_closed_window_at_once(
+    pg: Postgres, database: str, spark: SparkSession, conn: psycopg2.extensions.connection,
+) -> None:
+    settings = aggregator_settings(pg, database, spark.sparkContext.master,
+                                   CANDLESTACK_AGGREGATOR_OPEN_REFRESH_S="600")
+    work = db.connect(settings.postgres)
+    try:
+        aggregator = Aggregator(settings, spark, work)
+        now = int(time.time() * 1000)
+        if now % 60_000 > 40_000:  # keep the whole test inside one open minute
+            time.sleep((60_000 - now % 60_000) / 1000 + 0.5)
+            now = int(time.time() * 1000)
+        minute = now - now % 60_000
+        with conn.cursor() as cur:
+            cur.execute("SELECT ensure_trade_partitions(current_date - 1, current_date + 1)")
+
+        def trade(agg_id: int, time_ms: int) -> AggTrade:
+            return AggTrade(agg_id=agg_id, price="0.002", qty="1", first_id=agg_id, last_id=agg_id,
+                            time_ms=time_ms, buyer_is_maker=False)
+
+        def open_count() -> int:
+            return int(scalar(conn, "SELECT coalesce(sum(trade_count), 0) FROM candles "
+                                    f"WHERE timeframe = '1m' AND open_time = to_timestamp({minute / 1000})"))
+
+        # The first tick of a process refreshes whatever it finds.
+        watermark = aggregator.current_xmin()
+        insert_trades(conn, [trade(1, minute + 100)])
+        watermark, outcome = aggregator.tick(watermark)
+        assert outcome is not None and open_count() == 1
+
+        # Another trade of the open minute, open candles refreshed a moment ago: no Spark job,
+        # the watermark stays where it was, the open candle waits.
+        insert_trades(conn, [trade(2, minute + 200)])
+        waited, outcome = aggregator.tick(watermark)
+        assert (waited, outcome) == (watermark, None)
+        assert open_count() == 1
+
+        # A late trade for the minute before: a closed window waits for nobody, and the same job
+        # takes the open minute's waiting trade too.
+        insert_trades(conn, [trade(3, minute - 30_000)])
+        watermark, outcome = aggregator.tick(waited)
+        assert outcome is not None and outcome.trades == 3
+        assert open_count() == 2
+        assert scalar(conn, "SELECT count(*) FROM candles WHERE timeframe = '1m' AND trade_count > 0 "
+                            f"AND open_time = to_timestamp({(minute - 60_000) / 1000})") == 1
+    finally:
+        work.close()

@@ -393,6 +393,12 @@ TABLE: tuple[Setting, ...] = (
     Number(name="AGGREGATOR_TICK_S", default=2.0, minimum=0.1, used_by=("aggregator",),
            help="`aggregator run`: time between refreshes",
            role=(RoleVariable("candlestack_aggregator_tick_s"),)),
+    # The rest mode: closed candles stay as fresh as the tick allows; only the open one waits.
+    Number(name="AGGREGATOR_OPEN_REFRESH_S", default=30.0, minimum=0.0, used_by=("aggregator",),
+           help="`aggregator run`: while every new trade is in the open 1m window, a tick runs no Spark job "
+                "unless the open candles were refreshed longer ago than this; at or below the tick, every tick "
+                "refreshes them",
+           role=(RoleVariable("candlestack_aggregator_open_refresh_s"),)),
     # After a master restart, jobs wait for executors that never come instead of failing.
     Number(name="AGGREGATOR_JOB_TIMEOUT_S", default=60.0, minimum=1.0, used_by=("aggregator",),
            help="`aggregator run`: a tick's Spark job is cancelled after this long and the session rebuilt; "

@@ -502,6 +502,7 @@ class AggregatorSettings:
     driver_block_manager_port: int = DEFAULTS.integer("SPARK_DRIVER_BLOCK_MANAGER_PORT")
     block_manager_port: int = DEFAULTS.integer("SPARK_BLOCK_MANAGER_PORT")
     tick_s: float = DEFAULTS.number("AGGREGATOR_TICK_S")
+    open_refresh_s: float = DEFAULTS.number("AGGREGATOR_OPEN_REFRESH_S")
     # A run tick's Spark job is cancelled after this long and the session rebuilt: after a
     # master restart, jobs wait for executors that never come instead of failing.
     job_timeout_s: float = DEFAULTS.number("AGGREGATOR_JOB_TIMEOUT_S")
@@ -538,6 +539,7 @@ class AggregatorSettings:
             driver_block_manager_port=env.integer("SPARK_DRIVER_BLOCK_MANAGER_PORT"),
             block_manager_port=env.integer("SPARK_BLOCK_MANAGER_PORT"),
             tick_s=env.number("AGGREGATOR_TICK_S"),
+            open_refresh_s=env.number("AGGREGATOR_OPEN_REFRESH_S"),
             job_timeout_s=env.number("AGGREGATOR_JOB_TIMEOUT_S"),
             backfill_chunk_hours=env.integer("AGGREGATOR_BACKFILL_CHUNK_HOURS"),
             read_partitions=env.integer("AGGREGATOR_READ_PARTITIONS"),
