@@ -12,7 +12,8 @@ from candlestack.core.errors import ContractError
 MAX_REASON_CHARS = 500
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, like contract.Trade: one is built for every message.
+@dataclass(slots=True)
 class Record:
     """What the consumer needs of a Kafka message (decoupled from confluent_kafka for tests)."""
 

@@ -140,21 +140,17 @@ def unique_gaps(gaps: list[Gap]) -> list[Gap]:
     return list(merged.values())
 
 
-def _copy_text(value: object) -> str:
-    if value is None:
-        return r"\N"
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    # Everything else is a validated int, alnum symbol or decimal string: no tab, newline or
-    # backslash can occur, so no escaping is needed.
-    return str(value)
-
-
 def copy_line(t: Trade) -> str:
-    """One row of ``trades_stage`` in COPY text format, columns as in STAGE_COLUMNS."""
-    row = (t.symbol, t.trade_id, t.stream, t.price, t.qty, t.first_trade_id, t.last_trade_id,
-           t.trade_time, t.event_time, t.buyer_is_maker, t.ingest_time)
-    return "\t".join(map(_copy_text, row)) + "\n"
+    """One row of ``trades_stage`` in COPY text format, columns as in STAGE_COLUMNS.
+
+    One f-string, as this runs for every message. A validated trade holds ints, an alnum symbol,
+    a stream name and decimal strings: no tab, newline or backslash to escape.
+    """
+    first = r"\N" if t.first_trade_id is None else t.first_trade_id
+    last = r"\N" if t.last_trade_id is None else t.last_trade_id
+    maker = "t" if t.buyer_is_maker else "f"
+    return (f"{t.symbol}\t{t.trade_id}\t{t.stream}\t{t.price}\t{t.qty}\t{first}\t{last}\t"
+            f"{t.trade_time}\t{t.event_time}\t{maker}\t{t.ingest_time}\n")
 
 
 def _error_line(exc: psycopg2.Error) -> str:

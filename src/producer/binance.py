@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from candlestack.core.contract import StreamType, Trade, trade_from_rest
 from candlestack.core.errors import ContractError
 from candlestack.core.rest_weight import RestBudget, RestThrottled, check_budget, get_json_list
@@ -46,8 +48,8 @@ def unwrap(frame: str | bytes) -> dict[str, Any] | ServerShutdown:
         ContractError: the frame is not a JSON object.
     """
     try:
-        body = json.loads(frame)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:  # also invalid UTF-8
         raise ContractError("frame", f"not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ContractError("frame", "not a JSON object")
