@@ -40,6 +40,7 @@ SELECT symbol, trade_id, (extract(epoch FROM trade_time) * 1000)::bigint,
 FROM trades WHERE (symbol = %s AND trade_id > %s) OR (symbol = %s AND trade_id > %s)
 """
 TARGET_ADDED_P99_MS = 20.0
+RATES = (5000, 10000)
 
 
 @dataclass
@@ -177,7 +178,7 @@ def pipeline(ctx: Context, rate: int, seconds: float) -> tuple[Latencies, dict[s
 def run(ctx: Context, report: Report) -> None:
     seconds = 10.0 if ctx.quick else 25.0
     details: dict[str, Any] = {}
-    for rate in (1000, 5000):
+    for rate in RATES:
         bare = bare_broker(ctx, rate, seconds)
         pipe, info = pipeline(ctx, rate, seconds)
         label = f"{rate // 1000}k/s"
