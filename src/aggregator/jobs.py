@@ -53,6 +53,14 @@ LEFT JOIN (
 ) AS t ON true
 """
 
+# Trades per backfill piece (pieces of the chunk length, numbered from the range's start).
+CHUNK_COUNTS_SQL = """
+SELECT floor(extract(epoch FROM trade_time - %(first)s) * 1000 / %(unit_ms)s)::int, count(*)
+FROM trades
+WHERE symbol = ANY(%(symbols)s) AND trade_time >= %(lo)s AND trade_time < %(hi)s
+GROUP BY 1
+"""
+
 # Below this many touched trades a tick's job reads over one JDBC connection: a few thousand
 # rows do not repay a task per read partition.
 SMALL_TICK_TRADES = 50_000
@@ -145,7 +153,10 @@ class Aggregator:
                                                                 max_failures=BACKFILL_CHUNK_RETRIES)
         if symbols is None:
             return Outcome(0, 0, 0.0, finished=False)
-        pieces = list(chunks(start_ms, end_ms, self._settings.backfill_chunk_hours * 3_600_000, self._step))
+        pieces = self._retrying(stop, partial(self.plan_chunks, symbols, start_ms, end_ms),
+                                max_failures=BACKFILL_CHUNK_RETRIES)
+        if pieces is None:
+            return Outcome(0, 0, 0.0, finished=False)
         total_trades = total_changed = 0
         finished = True
         began = time.perf_counter()
@@ -172,6 +183,39 @@ class Aggregator:
                  extra={"trades": outcome.trades, "candles_changed": outcome.candles_changed,
                         "seconds": round(outcome.seconds, 2)})
         return outcome
+
+    def plan_chunks(self, symbols: Sequence[str], start_ms: int, end_ms: int) -> list[tuple[int, int]]:
+        """Cut [start, end) into the backfill's Spark jobs.
+
+        Pieces of ``backfill_chunk_hours`` are the unit; consecutive pieces are joined while the
+        trades they hold add up to no more than ``backfill_chunk_trades``. Each job has a fixed
+        cost (scheduling, the filler and completeness statements of every symbol and interval),
+        so a sparse month is one job rather than thirty, while a dense one still comes in
+        chunks that bound the job's memory and give a progress line each. Counting the trades
+        reads the range once, through the (symbol, trade_time) index.
+        """
+        unit_ms = self._settings.backfill_chunk_hours * 3_600_000
+        units = list(chunks(start_ms, end_ms, unit_ms, self._step))
+        if len(units) <= 1 or not symbols:
+            return units
+        first = units[0][0]
+        with self._conn, self._conn.cursor() as cur:
+            cur.execute(CHUNK_COUNTS_SQL, {"symbols": list(symbols), "first": from_ms(first),
+                                           "lo": from_ms(first), "hi": from_ms(units[-1][1]),
+                                           "unit_ms": units[0][1] - first})
+            counts = dict(cur.fetchall())
+        limit = self._settings.backfill_chunk_trades
+        planned: list[tuple[int, int]] = []
+        held = 0
+        for index, (lo, hi) in enumerate(units):
+            trades = int(counts.get(index, 0))
+            if planned and held + trades <= limit:
+                planned[-1] = (planned[-1][0], hi)
+                held += trades
+            else:
+                planned.append((lo, hi))
+                held = trades
+        return planned
 
     def _backfill_chunk(self, symbols: Sequence[str], lo: int, hi: int) -> Outcome:
         spans = [piece for symbol in symbols for piece in self._read_slices(symbol, lo, hi)]

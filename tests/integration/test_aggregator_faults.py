@@ -32,7 +32,10 @@ MINUTE = 60_000
 
 
 def make_aggregator(pg: Postgres, database: str, spark: SparkSession, **kwargs: object) -> Aggregator:
-    settings = aggregator_settings(pg, database, spark.sparkContext.master, CANDLESTACK_AGGREGATOR_TICK_S="0.2")
+    # One trade per backfill job at most: every day that holds trades is a chunk of its own, as
+    # the chunk tests below need (the reference data would otherwise be one job).
+    settings = aggregator_settings(pg, database, spark.sparkContext.master, CANDLESTACK_AGGREGATOR_TICK_S="0.2",
+                                   CANDLESTACK_AGGREGATOR_BACKFILL_CHUNK_TRADES="1")
     return Aggregator(settings, spark, db.connect(settings.postgres), **kwargs)  # type: ignore[arg-type]
 
 
@@ -161,7 +164,7 @@ def test_an_interrupted_first_backfill_saves_no_watermark(
     aggregator: Aggregator, conn: psycopg2.extensions.connection, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     trades = agg_trades()
-    stored = trades[:200] + trades[-200:]  # two days apart: three one-day chunks
+    stored = trades[:200] + trades[-200:]  # two days apart: two chunks
     insert_trades(conn, stored)
     stop = threading.Event()
     aggregate = aggregator.aggregate

@@ -3,6 +3,7 @@ late trade re-opens only the windows it touches."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -151,3 +152,40 @@ def test_rest_mode_leaves_the_open_window_to_a_later_tick_but_builds_a_closed_wi
                             f"AND open_time = to_timestamp({(minute - 60_000) / 1000})") == 1
     finally:
         work.close()
+
+
+def test_backfill_joins_chunks_up_to_a_trade_count(
+    pg: Postgres, database: str, spark: SparkSession, conn: psycopg2.extensions.connection,
+) -> None:
+    trades = agg_trades()
+    insert_trades(conn, trades)
+    first, last = min(t.time_ms for t in trades), max(t.time_ms for t in trades) + 1
+    hour = 3_600_000
+    start, end = first - first % hour, last - last % hour + hour
+    per_hour: dict[int, int] = {}
+    for t in trades:
+        per_hour[t.time_ms - t.time_ms % hour] = per_hour.get(t.time_ms - t.time_ms % hour, 0) + 1
+
+    def plan(limit: int) -> list[tuple[int, int]]:
+        settings = aggregator_settings(pg, database, spark.sparkContext.master,
+                                       CANDLESTACK_AGGREGATOR_BACKFILL_CHUNK_HOURS="1",
+                                       CANDLESTACK_AGGREGATOR_BACKFILL_CHUNK_TRADES=str(limit))
+        work = db.connect(settings.postgres)
+        try:
+            return Aggregator(settings, spark, work).plan_chunks(["XRPETH"], start, end)
+        finally:
+            work.close()
+
+    # Everything fits in one job.
+    assert plan(len(trades)) == [(start, end)]
+    # One trade per job at most: every hour alone, hours with no trade joined to the one before.
+    units = [(lo, lo + hour) for lo in range(start, end, hour)]
+    alone = plan(1)
+    assert alone[0][0] == start and alone[-1][1] == end
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(alone))
+    assert len(alone) == sum(1 for lo, _ in units if per_hour.get(lo, 0) > 0) + (per_hour.get(start, 0) == 0)
+    # A limit in between: no job holds more than the limit unless one hour alone does.
+    limit = max(per_hour.values())
+    for lo, hi in plan(limit):
+        held = sum(n for ms, n in per_hour.items() if lo <= ms < hi)
+        assert held <= limit

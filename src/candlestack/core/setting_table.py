@@ -405,9 +405,15 @@ TABLE: tuple[Setting, ...] = (
                 "the limit doubles after each timeout (up to 1 h) until a tick succeeds",
            role=(RoleVariable("candlestack_aggregator_job_timeout_s"),)),
     Integer(name="AGGREGATOR_BACKFILL_CHUNK_HOURS", default=24, minimum=1, maximum=24 * 366, used_by=("aggregator",),
-            help="`aggregator backfill` and `reconcile`: one Spark job per chunk",
+            help="`aggregator backfill` and `reconcile`: the unit of a Spark job; consecutive chunks are "
+                 "joined into one job up to CANDLESTACK_AGGREGATOR_BACKFILL_CHUNK_TRADES trades",
             not_in_role_because="reconcile, the only backfill a unit runs, covers candlestack_reconcile_hours "
                                 "(2): less than one chunk; a backfill by hand sets it in its own environment"),
+    Integer(name="AGGREGATOR_BACKFILL_CHUNK_TRADES", default=5_000_000, minimum=1, used_by=("aggregator",),
+            help="`aggregator backfill`: at most this many trades in one Spark job, unless a single chunk "
+                 "holds more (a sparse range is one job, a dense one a job per few chunks)",
+            not_in_role_because="reconcile, the only backfill a unit runs, covers a couple of hours; a backfill "
+                                "by hand sets it in its own environment"),
     Integer(name="AGGREGATOR_READ_PARTITIONS", default=4, minimum=1, maximum=1024, used_by=("aggregator",),
             help="parallel JDBC reads; also Spark's shuffle partitions (at least 2)",
             role=(RoleVariable("candlestack_aggregator_read_partitions"),)),

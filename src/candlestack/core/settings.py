@@ -507,6 +507,7 @@ class AggregatorSettings:
     # master restart, jobs wait for executors that never come instead of failing.
     job_timeout_s: float = DEFAULTS.number("AGGREGATOR_JOB_TIMEOUT_S")
     backfill_chunk_hours: int = DEFAULTS.integer("AGGREGATOR_BACKFILL_CHUNK_HOURS")
+    backfill_chunk_trades: int = DEFAULTS.integer("AGGREGATOR_BACKFILL_CHUNK_TRADES")
     read_partitions: int = DEFAULTS.integer("AGGREGATOR_READ_PARTITIONS")
 
     @classmethod
@@ -542,6 +543,7 @@ class AggregatorSettings:
             open_refresh_s=env.number("AGGREGATOR_OPEN_REFRESH_S"),
             job_timeout_s=env.number("AGGREGATOR_JOB_TIMEOUT_S"),
             backfill_chunk_hours=env.integer("AGGREGATOR_BACKFILL_CHUNK_HOURS"),
+            backfill_chunk_trades=env.integer("AGGREGATOR_BACKFILL_CHUNK_TRADES"),
             read_partitions=env.integer("AGGREGATOR_READ_PARTITIONS"),
         )
 
