@@ -205,6 +205,8 @@ fi
 if [[ -s "$CANDLESTACK_TEST_VAULT_DIR/drill.log" ]]; then
   log "restore drill (all-in-one):"
   sed -n '/Report the drill/,/^$/p' "$CANDLESTACK_TEST_VAULT_DIR/drill.log" | sed 's/^/  /'
+  # A failed drill: the task that failed and what it printed (the log's head scrolls away).
+  grep -B 3 -A 25 -E '^(fatal|failed):' "$CANDLESTACK_TEST_VAULT_DIR/drill.log" | sed 's/^/  /' || true
 fi
 if ((rc != 0)); then
   log "a scenario failed (rc $rc) after $((SECONDS - total_start)) s"
