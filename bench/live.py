@@ -192,7 +192,7 @@ def step(ctx: Context, rate: int, seconds: float, *, profile_dir: Path | None = 
         "published": published, "unseen_after_drain": unseen, "drained_in_s": round(drained_in, 1),
         "feed_pace": round(pace, 3), "feed_delivered_per_s": round(delivered / counted_s) if counted_s else None,
         "slow_reader_dropped": dropped, "polls": poller.polls, "cpu_percent": cpu,
-        "load_average_1m": round(load, 1), **check,
+        "load_average_1m": round(load, 1), "worst_lag_ms_by_5s": poller.worst_by_slice(), **check,
     }
     result["passed"] = bool(lag_p99 <= TARGET_LAG_P99_MS and check["exact"] and not dropped
                             and pace >= PACE_TOLERANCE)

@@ -73,6 +73,8 @@ class VisibilityPoller:
     polls: int = 0
     lag_ms: Counter[int] = field(default_factory=Counter)
     producer_ms: Counter[int] = field(default_factory=Counter)
+    # Per poll that found rows: (wall ms, rows, the largest lag among them in ms).
+    timeline: list[tuple[int, int, int]] = field(default_factory=list)
     _seen: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -93,6 +95,7 @@ class VisibilityPoller:
         self.polls += 1
         new_mark = int(answer[0][0])
         fresh = 0
+        worst = -1
         for _, xid, lag, producer, count in answer:
             if xid is None:
                 continue
@@ -101,7 +104,10 @@ class VisibilityPoller:
             if lag is not None:
                 self.lag_ms[int(lag)] += int(count)
                 self.producer_ms[int(producer)] += int(count)
+                worst = max(worst, int(lag))
         self.rows += fresh
+        if worst >= 0:
+            self.timeline.append((wall, fresh, worst))
         self.mark = new_mark
         self._seen = {xid for xid in self._seen if xid >= new_mark}
         return fresh
@@ -109,3 +115,15 @@ class VisibilityPoller:
     @property
     def samples(self) -> int:
         return sum(self.lag_ms.values())
+
+    def worst_by_slice(self, seconds: float = 5.0) -> list[tuple[float, int]]:
+        """The largest lag (ms) seen in each slice of ``seconds`` from the first poll with rows:
+        when a p99 is bad, whether the lag built up steadily or in one stall."""
+        if not self.timeline:
+            return []
+        start = self.timeline[0][0]
+        worst: dict[int, int] = {}
+        for wall, _rows, lag in self.timeline:
+            index = int((wall - start) / 1000 // seconds)
+            worst[index] = max(worst.get(index, 0), lag)
+        return [(round(index * seconds, 1), lag) for index, lag in sorted(worst.items())]
