@@ -2,7 +2,7 @@
 
 Each step starts the whole path afresh (a new database, topic, consumer, replay and producer, all
 real subprocesses as in ``bench.latency``), runs the synthetic feed at N trades/s over 4 symbols
-for a fixed time, then pauses the feed and drains. Steps go up (10k, 20k, 30k, 40k, 50k trades/s;
+for a fixed time, then pauses the feed and drains. Steps go up (5k, 10k, 20k, 30k, 40k, 50k trades/s;
 ``--quick`` 5k, 10k, 20k) and stop after the first step that fails.
 
 Per step:
@@ -46,7 +46,7 @@ from bench.visibility import VisibilityPoller, hist_percentile
 from tests.harness.services import Component, Replay, start_component, start_replay
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT")
-RATES = (10_000, 20_000, 30_000, 40_000, 50_000)
+RATES = (5_000, 10_000, 20_000, 30_000, 40_000, 50_000)
 QUICK_RATES = (5_000, 10_000, 20_000)
 WARMUP_S = 2.0
 POLL_S = 0.02
