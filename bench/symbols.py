@@ -141,6 +141,7 @@ def live(ctx: Context, report: Report) -> None:
         conn.close()
         candle_conn.close()
         pipeline.stop(ctx)
+        ctx.pg.drop_database(database)  # about 1M trades
     unseen = max(0, published - poller.rows)
     lag_p99 = hist_percentile(poller.lag_ms, 99, unseen=unseen)
     producer_p99 = hist_percentile(poller.producer_ms, 99)
