@@ -1,4 +1,4 @@
-"""``python -m bench [--only ingest,latency,freshness,backfill,import] [--quick]``: run the benchmarks.
+"""``python -m bench [--only ingest,latency,live,freshness,symbols,backfill,import] [--quick]``: run the benchmarks.
 
 Starts one PostgreSQL cluster and one Tansu broker for the whole run (and a Spark standalone
 cluster when the backfill benchmark is selected) through tests/harness/services.py, runs each selected
@@ -23,7 +23,7 @@ from bench.report import Report, Row, table, write
 from bench.rss import RssTracker
 from tests.harness.services import postgres_cluster, spark_standalone, tansu_broker
 
-BENCHMARKS = ("ingest", "latency", "freshness", "backfill", "import")
+BENCHMARKS = ("ingest", "latency", "live", "freshness", "symbols", "backfill", "import")
 
 
 def _runner(name: str) -> Callable[[Context, Report], None]:
@@ -40,6 +40,14 @@ def _runner(name: str) -> Callable[[Context, Report], None]:
         from bench import freshness  # noqa: PLC0415
 
         return freshness.run
+    if name == "live":
+        from bench import live  # noqa: PLC0415
+
+        return live.run
+    if name == "symbols":
+        from bench import symbols  # noqa: PLC0415
+
+        return symbols.run
     if name == "import":
         from bench import import_rate  # noqa: PLC0415
 
@@ -73,7 +81,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(BENCHMARKS),
                         help=f"comma-separated subset of {','.join(BENCHMARKS)} (default: all; rss is always reported)")
-    parser.add_argument("--quick", action="store_true", help="small sizes and short runs (about 3-4 minutes)")
+    parser.add_argument("--quick", action="store_true", help="small sizes and short runs (about 10 minutes)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile our consumer with py-spy in an extra ingest run (about +30 s)")
     parser.add_argument("--backfill-sizes", type=_sizes, default=(), metavar="N,N,...",

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +23,7 @@ from tests.harness.services import Broker, Postgres, SparkCluster, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
-__all__ = ["Broker", "Context", "Postgres", "SparkCluster", "percentile", "wait_for"]
+__all__ = ["Broker", "Context", "CpuMeter", "Postgres", "SparkCluster", "percentile", "wait_for"]
 
 
 @dataclass
@@ -114,3 +117,63 @@ def json_log_lines(path: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
     return found
+
+
+def _proc_stat(pid: int) -> list[str]:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rfind(")") + 2:].split()  # the fields after the command name
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its live descendants, plus its children that have ended and
+    been waited for (the kernel adds those to cutime/cstime): 0 once it is gone."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                children.setdefault(int(_proc_stat(int(entry.name))[1]), []).append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    ticks, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        stack.extend(children.get(current, []))
+        try:
+            ticks += sum(int(value) for value in _proc_stat(current)[11:15])  # utime stime cutime cstime
+        except (OSError, IndexError, ValueError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Share of one core each named process tree used between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._start: dict[str, float] = {}
+        self._began = 0.0
+        self.percent: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._began = time.monotonic()
+        self._start = {name: tree_cpu_s(pid) for name, pid in self._pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        wall = max(time.monotonic() - self._began, 1e-9)
+        self.percent = {name: round(100 * (tree_cpu_s(pid) - self._start[name]) / wall, 1)
+                        for name, pid in self._pids.items()}
+        return self.percent
+
+    def busiest(self) -> str:
+        name, share = max(self.percent.items(), key=lambda item: item[1])
+        return f"{name} {share:.0f} % of a core"
+
+
+def postmaster_pid(pg: Postgres) -> int:
+    return int((pg.datadir / "postmaster.pid").read_text().split()[0])
+
+
+def py_spy_binary() -> str | None:
+    """py-spy next to this Python (the venv), else on PATH; None when it is not installed."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")

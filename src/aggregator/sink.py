@@ -176,6 +176,28 @@ def regions(rows: Iterable[CandleRow]) -> list[Region]:
     return [Region(symbol, timeframe, step, lo, hi) for (symbol, timeframe), (lo, hi, step) in sorted(bounds.items())]
 
 
+# The two per-region statements run once per (symbol, timeframe) a tick touched: 1,000 times a
+# tick with 500 symbols and 1m + 5m. Planning them took about 70 % of their time (1.3 of 1.9 ms),
+# so they are prepared once per connection (server-side PREPARE) and executed by name: 1,000
+# regions went from 1.56 s to 0.40 s (python -m bench --only symbols has the tick figures).
+_REGION_PARAMS = ("symbol", "timeframe", "step_ms", "lo_ms", "hi_ms")
+_REGION_TYPES = "text, text, bigint, bigint, bigint"
+PREPARED = {"candlestack_sink_filler": FILLER_SQL, "candlestack_sink_completeness": COMPLETENESS_SQL}
+
+
+def _prepare(conn: psycopg2.extensions.connection, cur: psycopg2.extensions.cursor) -> None:
+    """PREPARE the per-region statements on this connection unless it already has them."""
+    cur.execute("SELECT name FROM pg_prepared_statements WHERE name = ANY (%s)", (list(PREPARED),))
+    have = {row[0] for row in cur.fetchall()}
+    for name, statement in PREPARED.items():
+        if name in have:
+            continue
+        text = statement.as_string(conn)
+        for position, param in enumerate(_REGION_PARAMS, start=1):
+            text = text.replace(f"%({param})s", f"${position}")
+        cur.execute(f"PREPARE {name} ({_REGION_TYPES}) AS {text}")
+
+
 def write(conn: psycopg2.extensions.connection, rows: Sequence[CandleRow],
           extra_regions: Sequence[Region] = ()) -> int:
     """Upsert candles, refresh fillers and completeness in one transaction; returns rows changed."""
@@ -186,13 +208,15 @@ def write(conn: psycopg2.extensions.connection, rows: Sequence[CandleRow],
             execute_values(cur, "INSERT INTO candles_stage VALUES %s", rows, page_size=5000)
             cur.execute(UPSERT_SQL)
             changed += cur.rowcount
-        for region in [*regions(rows), *extra_regions]:
-            params = {"symbol": region.symbol, "timeframe": region.timeframe, "step_ms": region.step_ms,
-                      "lo_ms": region.lo_ms, "hi_ms": region.hi_ms}
+        todo = [*regions(rows), *extra_regions]
+        if todo:
+            _prepare(conn, cur)
+        for region in todo:
+            params = (region.symbol, region.timeframe, region.step_ms, region.lo_ms, region.hi_ms)
             # Fillers first: a filler's completeness depends only on traded candles, and traded
             # candles are judged after every candle of the batch has been upserted.
-            cur.execute(FILLER_SQL, params)
+            cur.execute("EXECUTE candlestack_sink_filler (%s, %s, %s, %s, %s)", params)
             changed += cur.rowcount
-            cur.execute(COMPLETENESS_SQL, params)
+            cur.execute("EXECUTE candlestack_sink_completeness (%s, %s, %s, %s, %s)", params)
             changed += cur.rowcount
     return changed
