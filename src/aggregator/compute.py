@@ -49,6 +49,20 @@ CUSTOM_SCHEMA = ("price DECIMAL(22,10), qty DECIMAL(22,10), quote DECIMAL(38,18)
                  "taker_qty DECIMAL(22,10), taker_quote DECIMAL(38,18)")
 
 
+# Stored candles of the base interval as partial aggregates, for windows no new trade touched
+# (see candles()). Within a window every trade is later than the window's start and earlier
+# than the next window's, so (window start, first id, open) orders partials of different
+# windows exactly as (trade time, trade id, price) orders their trades.
+STORED_SOURCE = """(SELECT symbol, (extract(epoch FROM open_time) * 1000)::bigint AS open_ms,
+        open, close, high, low, volume, quote_volume, trade_count, id_count,
+        first_trade_id, last_trade_id, taker_buy_volume, taker_buy_quote_volume,
+        first_raw_trade_id, last_raw_trade_id, price_sum, open_time AS trade_time
+    FROM candles WHERE timeframe = '{timeframe}' AND trade_count > 0) AS stored"""
+STORED_SCHEMA = ("open DECIMAL(22,10), close DECIMAL(22,10), high DECIMAL(22,10), low DECIMAL(22,10), "
+                 "volume DECIMAL(38,18), quote_volume DECIMAL(38,18), taker_buy_volume DECIMAL(38,18), "
+                 "taker_buy_quote_volume DECIMAL(38,18), price_sum DECIMAL(38,18)")
+
+
 def span_predicate(span: Span, conn: psycopg2.extensions.connection) -> str:
     """A WHERE fragment for one span, rendered with psycopg2's own literal quoting."""
     fragment = sql.SQL("(symbol = {} AND trade_time >= {} AND trade_time < {})").format(
@@ -59,6 +73,8 @@ def span_predicate(span: Span, conn: psycopg2.extensions.connection) -> str:
 
 def predicates(spans: Sequence[Span], parts: int, conn: psycopg2.extensions.connection) -> list[str]:
     """Group span predicates into at most ``parts`` OR-ed fragments: one JDBC query each."""
+    if not spans:
+        return []
     parts = max(1, min(parts, len(spans)))
     groups: list[list[str]] = [[] for _ in range(parts)]
     for index, span in enumerate(sorted(spans)):
@@ -66,17 +82,27 @@ def predicates(spans: Sequence[Span], parts: int, conn: psycopg2.extensions.conn
     return [" OR ".join(group) for group in groups if group]
 
 
-def read_trades(spark: SparkSession, postgres: PostgresSettings, where: list[str]) -> DataFrame:
-    properties: dict[str, Any] = {
+def _jdbc_properties(postgres: PostgresSettings, schema: str) -> dict[str, Any]:
+    return {
         "user": postgres.user,
         "password": postgres.password or "",
         "driver": "org.postgresql.Driver",
         "fetchsize": "20000",
-        "customSchema": CUSTOM_SCHEMA,
+        "customSchema": schema,
         "ApplicationName": "candlestack-aggregator-spark",
         **postgres.jdbc_tls_properties(),
     }
-    return spark.read.jdbc(postgres.jdbc_url(), SOURCE, predicates=where, properties=properties)
+
+
+def read_trades(spark: SparkSession, postgres: PostgresSettings, where: list[str]) -> DataFrame:
+    return spark.read.jdbc(postgres.jdbc_url(), SOURCE, predicates=where,
+                           properties=_jdbc_properties(postgres, CUSTOM_SCHEMA))
+
+
+def read_stored(spark: SparkSession, postgres: PostgresSettings, timeframe: str, where: list[str]) -> DataFrame:
+    """Stored candles of ``timeframe`` inside ``where`` (trade_time stands for open_time)."""
+    return spark.read.jdbc(postgres.jdbc_url(), STORED_SOURCE.format(timeframe=timeframe), predicates=where,
+                           properties=_jdbc_properties(postgres, STORED_SCHEMA))
 
 
 def _partials(frame: DataFrame, step: int, *, first: Column, last: Column, high: str, low: str,
@@ -104,7 +130,36 @@ def _partials(frame: DataFrame, step: int, *, first: Column, last: Column, high:
     )
 
 
-def candles(trades: DataFrame, intervals: Sequence[str]) -> DataFrame:
+def base_step(intervals: Sequence[str]) -> int:
+    """The greatest common divisor of the intervals: the windows trades are reduced to first."""
+    return reduce(gcd, (INTERVALS_MS[name] for name in intervals))
+
+
+def base_interval(intervals: Sequence[str]) -> str | None:
+    """The configured interval whose windows are the base windows, if there is one."""
+    step = base_step(intervals)
+    return next((name for name in intervals if INTERVALS_MS[name] == step), None)
+
+
+def _stored_partials(stored: DataFrame, like: DataFrame) -> DataFrame:
+    """Stored base candles in the shape (and types) of the partials built from trades."""
+    types = {f.name: f.dataType for f in like.schema.fields}
+    first = F.struct(F.col("open_ms").alias("trade_ms"), F.col("first_trade_id").alias("trade_id"),
+                     F.col("open").alias("price"))
+    last = F.struct(F.col("open_ms").alias("trade_ms"), F.col("last_trade_id").alias("trade_id"),
+                    F.col("close").alias("price"))
+    columns = {
+        "symbol": F.col("symbol"), "open_ms": F.col("open_ms"), "first": first, "last": last,
+        "high": F.col("high"), "low": F.col("low"), "volume": F.col("volume"),
+        "quote_volume": F.col("quote_volume"), "trade_count": F.col("trade_count"), "trades": F.col("id_count"),
+        "taker_volume": F.col("taker_buy_volume"), "taker_quote_volume": F.col("taker_buy_quote_volume"),
+        "first_raw": F.col("first_raw_trade_id"), "last_raw": F.col("last_raw_trade_id"),
+        "price_sum": F.col("price_sum"),
+    }
+    return stored.select(*(column.cast(types[name]).alias(name) for name, column in columns.items()))
+
+
+def candles(trades: DataFrame, intervals: Sequence[str], stored: DataFrame | None = None) -> DataFrame:
     """One row per (symbol, timeframe, window) that has trades.
 
     Trades are reduced once, to windows of the greatest common divisor of the intervals (1m
@@ -112,9 +167,14 @@ def candles(trades: DataFrame, intervals: Sequence[str]) -> DataFrame:
     (min/max of (time, id, price) structs, sums of decimals). That is the same as building
     every interval from trades, in one read and one trade-level shuffle, and it is not the
     lossy roll-up of zero-volume-filled candles: fillers are added afterwards, per interval.
+
+    ``stored``: candles of the base interval already built for other base windows of the same
+    larger windows (read with :func:`read_stored`). They join the partials for the larger
+    intervals only, so a tick reads the trades of the base windows it touched, not of every
+    larger window around them; the base candles it returns are those of the trades alone.
     """
     steps = {name: INTERVALS_MS[name] for name in intervals}
-    base = reduce(gcd, steps.values())
+    base = base_step(intervals)
     order_key = F.struct("trade_ms", "trade_id", "price")
     fine = _partials(
         trades.withColumn("open_ms", F.col("trade_ms")), base,
@@ -123,10 +183,11 @@ def candles(trades: DataFrame, intervals: Sequence[str]) -> DataFrame:
         taker_volume=F.col("taker_qty"), taker_quote_volume=F.col("taker_quote"), first_raw=F.col("first_raw"),
         last_raw=F.col("last_raw"), price_sum=F.col("price"),
     )
+    wider = fine if stored is None else fine.unionByName(_stored_partials(stored, fine))
     frames = []
     for name, step in steps.items():
         rolled = fine if step == base else _partials(
-            fine, step, first=F.col("first"), last=F.col("last"), high="high", low="low",
+            wider, step, first=F.col("first"), last=F.col("last"), high="high", low="low",
             volume=F.col("volume"), quote_volume=F.col("quote_volume"), raw_trades=F.col("trade_count"),
             trades=F.col("trades"), taker_volume=F.col("taker_volume"),
             taker_quote_volume=F.col("taker_quote_volume"), first_raw=F.col("first_raw"),
@@ -215,9 +276,21 @@ def _cancel_when_due(context: SparkContext, tag: str, *, done: threading.Event, 
 
 
 def compute(spark: SparkSession, postgres: PostgresSettings, where: list[str], intervals: Sequence[str],
-            *, timeout_s: float | None = None, stop: threading.Event | None = None) -> tuple[int, list[CandleRow]]:
-    """Read the trades matching ``where`` and return (trades read, candle rows), in one Spark job."""
-    rows = collect_within(spark, candles(read_trades(spark, postgres, where), intervals), timeout_s, stop=stop)
+            *, stored_where: list[str] | None = None, timeout_s: float | None = None,
+            stop: threading.Event | None = None) -> tuple[int, list[CandleRow]]:
+    """Read the trades matching ``where`` and return (trades read, candle rows), in one Spark job.
+
+    ``stored_where``: base-interval candles to read as partials for the larger intervals (see
+    :func:`candles`); the base interval must be one of ``intervals``.
+    """
+    stored = None
+    if stored_where:
+        base = base_interval(intervals)
+        if base is None:
+            raise ValueError(f"no stored candles to roll up: the intervals {intervals} lack their base interval")
+        stored = read_stored(spark, postgres, base, stored_where)
+    frame = candles(read_trades(spark, postgres, where), intervals, stored)
+    rows = collect_within(spark, frame, timeout_s, stop=stop)
     # Every interval partitions the same trades: count them on one.
     count = sum(int(row["id_count"]) for row in rows if row["timeframe"] == intervals[0])
     return count, [tuple(row) for row in rows]

@@ -7,16 +7,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import partial, reduce
-from math import gcd
+from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 import psycopg2.extensions
 from pyspark.sql import SparkSession
 
 from candlestack.aggregator import compute, faults, metrics, sink
-from candlestack.aggregator.windows import Span, chunks, covering_step, floor_to, merge_windows
+from candlestack.aggregator.windows import Span, chunks, covering_step, floor_to, merge_windows, uncovered
 from candlestack.core.backoff import Backoff
 from candlestack.core.epoch import from_ms
 from candlestack.core.settings import INTERVALS_MS, AggregatorSettings
@@ -71,10 +70,15 @@ class Touched:
     """What a tick found stored since the watermark."""
 
     new_mark: int
+    # Where trades arrived: base windows (1m) when the larger intervals can be rolled up from
+    # stored base candles, else windows of the covering interval.
     spans: list[Span]
     trades: int = 0
     # The oldest trade time among them (ms); None when nothing was touched.
     oldest_ms: int | None = None
+    # The rest of the covering windows around ``spans``, whose stored base candles the larger
+    # intervals are rolled up with (empty when ``spans`` are covering windows).
+    around: list[Span] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +107,11 @@ class Aggregator:
         self._spark = spark
         self._conn = conn
         self._step = covering_step(settings.intervals)
-        self._base_step = reduce(gcd, (INTERVALS_MS[name] for name in settings.intervals))
+        self._base_step = compute.base_step(settings.intervals)
+        # Ticks read the trades of the base windows they touched and roll the larger intervals up
+        # with the stored base candles around them, when the base interval is one of the
+        # configured ones; otherwise they read whole covering windows.
+        self._touch_step = self._base_step if compute.base_interval(settings.intervals) else self._step
         # When a tick last ran a Spark job (monotonic); None: not yet in this process.
         self._last_refresh: float | None = None
         self._session_factory = session_factory
@@ -120,20 +128,23 @@ class Aggregator:
         return self._spark
 
     def aggregate(self, spans: Sequence[Span], extra_regions: Sequence[sink.Region] = (),
-                  *, timeout_s: float | None = None, stop: threading.Event | None = None,
-                  read_partitions: int | None = None) -> Outcome:
+                  *, around: Sequence[Span] = (), timeout_s: float | None = None,
+                  stop: threading.Event | None = None, read_partitions: int | None = None) -> Outcome:
         """Recompute every candle inside ``spans`` and write what changed.
 
-        The Spark job is cancelled after ``timeout_s`` (None: never) or when ``stop`` is set. It
-        reads over ``read_partitions`` JDBC connections (None: the setting's).
+        ``around``: spans whose stored base candles join the larger intervals (see
+        :class:`Touched`). The Spark job is cancelled after ``timeout_s`` (None: never) or when
+        ``stop`` is set. It reads over ``read_partitions`` JDBC connections (None: the setting's).
         """
         started = time.perf_counter()
         if not spans:
             changed = sink.write(self._conn, [], extra_regions) if extra_regions else 0
             return Outcome(0, changed, time.perf_counter() - started)
-        where = compute.predicates(spans, read_partitions or self._settings.read_partitions, self._conn)
+        parts = read_partitions or self._settings.read_partitions
+        where = compute.predicates(spans, parts, self._conn)
+        stored_where = compute.predicates(around, parts, self._conn)
         trades, rows = compute.compute(self._spark, self._settings.postgres, where, self._settings.intervals,
-                                       timeout_s=timeout_s, stop=stop)
+                                       stored_where=stored_where, timeout_s=timeout_s, stop=stop)
         changed = sink.write(self._conn, rows, extra_regions)
         metrics.TRADES_READ.inc(trades)
         metrics.CANDLES_WRITTEN.inc(changed)
@@ -262,7 +273,7 @@ class Aggregator:
         self._conn.set_session(isolation_level="REPEATABLE READ")
         try:
             with self._conn, self._conn.cursor() as cur:
-                cur.execute(TOUCHED_SQL, {"step": self._step, "watermark": str(watermark)})
+                cur.execute(TOUCHED_SQL, {"step": self._touch_step, "watermark": str(watermark)})
                 rows = cur.fetchall()
         finally:
             self._conn.set_session(isolation_level="READ COMMITTED")
@@ -276,8 +287,9 @@ class Aggregator:
             trades += int(count)
             oldest = int(oldest_ms) if oldest is None else min(oldest, int(oldest_ms))
         spans = [span for symbol, starts in sorted(windows.items())
-                 for span in merge_windows(symbol, starts, self._step)]
-        return Touched(int(rows[0][0]), spans, trades, oldest)
+                 for span in merge_windows(symbol, starts, self._touch_step)]
+        around = uncovered(spans, self._step) if self._touch_step != self._step else []
+        return Touched(int(rows[0][0]), spans, trades, oldest, around)
 
     def can_wait(self, touched: Touched, now_ms: int) -> bool:
         """Whether this tick may leave its trades to a later one: the rest mode.
@@ -323,7 +335,7 @@ class Aggregator:
                 return watermark, None
             outcome = None
             if spans:
-                outcome = self.aggregate(spans, timeout_s=self._job_timeout_s, stop=stop,
+                outcome = self.aggregate(spans, around=touched.around, timeout_s=self._job_timeout_s, stop=stop,
                                          read_partitions=1 if touched.trades < SMALL_TICK_TRADES else None)
                 self._last_refresh = time.monotonic()
                 # Gaps are filled only by trades arriving, so only a tick with work looks.

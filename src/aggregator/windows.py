@@ -60,3 +60,29 @@ def slices(start_ms: int, end_ms: int, parts: int) -> list[tuple[int, int]]:
     parts = max(1, min(parts, end_ms - start_ms))
     width = -(-(end_ms - start_ms) // parts)
     return [(lo, min(lo + width, end_ms)) for lo in range(start_ms, end_ms, width)]
+
+
+def uncovered(spans: Iterable[Span], step: int) -> list[Span]:
+    """The parts of the ``step``-aligned windows around ``spans`` that no span covers.
+
+    ``spans`` are disjoint; what is returned is disjoint from them and, with them, tiles every
+    ``step`` window any of them reaches into.
+    """
+    by_symbol: dict[str, list[Span]] = {}
+    for span in spans:
+        by_symbol.setdefault(span.symbol, []).append(span)
+    found: list[Span] = []
+    for symbol, own in sorted(by_symbol.items()):
+        own.sort()
+        starts = {window for span in own for window in range(floor_to(span.start_ms, step), span.end_ms, step)}
+        for outer in merge_windows(symbol, starts, step):
+            cursor = outer.start_ms
+            for span in own:
+                if span.end_ms <= outer.start_ms or span.start_ms >= outer.end_ms:
+                    continue
+                if span.start_ms > cursor:
+                    found.append(Span(symbol, cursor, span.start_ms))
+                cursor = max(cursor, span.end_ms)
+            if cursor < outer.end_ms:
+                found.append(Span(symbol, cursor, outer.end_ms))
+    return found

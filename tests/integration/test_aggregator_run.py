@@ -189,3 +189,27 @@ def test_backfill_joins_chunks_up_to_a_trade_count(
     for lo, hi in plan(limit):
         held = sum(n for ms, n in per_hour.items() if lo <= ms < hi)
         assert held <= limit
+
+
+def test_a_tick_reads_the_minutes_it_touched_and_rolls_up_the_rest_of_their_five_minutes(
+    aggregator: Aggregator, conn: psycopg2.extensions.connection,
+) -> None:
+    trades = agg_trades()
+    minutes: dict[int, list[AggTrade]] = {}
+    for t in trades:
+        minutes.setdefault(t.time_ms - t.time_ms % 60_000, []).append(t)
+    # A five-minute window whose trades fall in at least three of its minutes.
+    five = next(w for w in sorted({m - m % 300_000 for m in minutes})
+                if sum(1 for m in minutes if m - m % 300_000 == w) >= 3)
+    inside = sorted(m for m in minutes if m - m % 300_000 == five)
+    first, later = [t for m in inside[:-1] for t in minutes[m]], minutes[inside[-1]]
+    watermark = aggregator.current_xmin()
+    insert_trades(conn, first)
+    watermark, outcome = aggregator.tick(watermark)
+    assert outcome is not None and outcome.trades == len(first)
+    insert_trades(conn, later)
+    watermark, outcome = aggregator.tick(watermark)
+    # Only the last minute's trades are read; the five-minute candle is still exact.
+    assert outcome is not None and outcome.trades == len(later)
+    assert candles(conn, "5m") == candles_from_trades(first + later, 300_000)
+    assert candles(conn, "1m") == candles_from_trades(first + later, 60_000)

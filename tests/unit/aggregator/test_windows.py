@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from candlestack.aggregator.sink import Region, regions
-from candlestack.aggregator.windows import Span, chunks, covering_step, floor_to, merge_windows
+from candlestack.aggregator.windows import Span, chunks, covering_step, floor_to, merge_windows, uncovered
 from candlestack.consumer.batch import Record, build_batch
 from candlestack.core.backoff import Backoff
 from candlestack.producer.gaps import IdTracker, Missing
@@ -60,3 +61,24 @@ def test_batch_sorts_messages_and_tracks_next_offsets() -> None:
 def test_filler_regions_span_each_symbol_and_timeframe() -> None:
     rows = [("X", "1m", 120_000, 60_000), ("X", "1m", 0, 60_000), ("Y", "5m", 300_000, 300_000)]
     assert regions(rows) == [Region("X", "1m", 60_000, 0, 120_000), Region("Y", "5m", 300_000, 300_000, 300_000)]
+
+
+def test_uncovered_tiles_the_covering_windows_with_the_spans() -> None:
+    minute, five = 60_000, 300_000
+    spans = [Span("A", 2 * minute, 3 * minute), Span("A", 4 * minute, 6 * minute), Span("B", 9 * minute, 10 * minute)]
+    assert uncovered(spans, five) == [
+        Span("A", 0, 2 * minute), Span("A", 3 * minute, 4 * minute), Span("A", 6 * minute, 10 * minute),
+        Span("B", 5 * minute, 9 * minute),
+    ]
+    rng = random.Random(3)
+    for _ in range(200):
+        starts = {rng.randrange(0, 40) * minute for _ in range(rng.randrange(1, 12))}
+        touched = merge_windows("S", starts, minute)
+        around = uncovered(touched, five)
+        covered = sorted((s.start_ms, s.end_ms) for s in [*touched, *around])
+        windows = {floor_to(ms, five) for ms in starts}
+        # Disjoint, and together exactly the five-minute windows the touched minutes are in.
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(covered))
+        assert sum(hi - lo for lo, hi in covered) == len(windows) * five
+        assert {floor_to(lo, five) for lo, _ in covered} == windows
+        assert not {s.start_ms for s in around} & starts
