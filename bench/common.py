@@ -19,7 +19,16 @@ import psycopg2.extensions
 
 from bench.rss import RssTracker
 from candlestack.core import db
-from tests.harness.services import Broker, Postgres, SparkCluster, wait_for
+from tests.harness.services import (
+    Broker,
+    Component,
+    Postgres,
+    Replay,
+    SparkCluster,
+    start_component,
+    start_replay,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -177,3 +186,47 @@ def py_spy_binary() -> str | None:
     """py-spy next to this Python (the venv), else on PATH; None when it is not installed."""
     beside = Path(sys.executable).parent / "py-spy"
     return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+@dataclass
+class Pipeline:
+    """The live path's processes for one run."""
+
+    consumer: Component
+    replay: Replay
+    producer: Component | None = None
+    extra: list[Component] = field(default_factory=list)
+
+    def pids(self, ctx: Context) -> dict[str, int]:
+        assert self.producer is not None
+        return {"replay": self.replay.component.proc.pid, "producer": self.producer.proc.pid,
+                "broker": ctx.broker.proc.pid, "consumer": self.consumer.proc.pid,
+                "postgres": postmaster_pid(ctx.pg)}
+
+    def stop(self, ctx: Context) -> None:
+        for component in (*self.extra, self.producer, self.replay.component, self.consumer):
+            if component is not None:
+                ctx.rss.unwatch(component.proc.pid)
+                component.stop(timeout=60)
+
+
+def start_pipeline(ctx: Context, env: dict[str, str], symbols: tuple[str, ...], rate: int, *,
+                   seed: int) -> Pipeline:
+    """Consumer first (its group joined), then the replay and the producer streaming ``symbols``."""
+    consumer = start_component("consumer", ["consumer"], env, ctx.logdir)
+    ctx.rss.watch("consumer", consumer.proc.pid)
+    replay = start_replay(["--synthetic", ",".join(symbols), "--rate", str(rate), "--seed", str(seed),
+                           "--start-id", "1", "--progress-every", "0"], ctx.logdir)
+    ctx.rss.watch("replay", replay.component.proc.pid)
+    pipeline = Pipeline(consumer, replay)
+    try:
+        wait_log(consumer.log_path, "partitions assigned", timeout=60)
+        pipeline.producer = start_component("producer", ["producer"], {
+            **env, "CANDLESTACK_SYMBOLS": ",".join(symbols).lower(), "CANDLESTACK_STREAM": "trade",
+            "CANDLESTACK_BINANCE_WS_URL": replay.ws_url, "CANDLESTACK_BINANCE_REST_URL": replay.rest_url}, ctx.logdir)
+        ctx.rss.watch("producer", pipeline.producer.proc.pid)
+        wait_for(lambda: replay.status().get("published", 0) > 0, timeout=30, interval=0.05, what="replay clock")
+    except BaseException:
+        pipeline.stop(ctx)
+        raise
+    return pipeline

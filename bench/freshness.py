@@ -22,15 +22,13 @@ quoted as the reference; the baseline run's figure is reported beside it.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Context, percentile, wait_log
+from bench.common import Context, CpuMeter, percentile, start_pipeline, wait_log
 from bench.report import Report, Row
-from bench.rss import PROC, children_map, tree
-from tests.harness.services import Component, start_component, start_replay
+from tests.harness.services import Component, start_component
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT")
 RATE = 50
@@ -39,7 +37,6 @@ POLL_S = 0.25
 SETTLE_S = 15.0
 TARGET_P95_S = 2.5
 TARGET_REST_CPU_PERCENT = 5.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 STATE_SQL = """
 SELECT t.symbol, (extract(epoch FROM t.w) * 1000)::bigint, t.n, c.trade_count
@@ -48,19 +45,6 @@ FROM (SELECT symbol, date_bin(interval '1 minute', trade_time, timestamptz 'epoc
       GROUP BY 1, 2) AS t
 LEFT JOIN candles c ON c.symbol = t.symbol AND c.timeframe = '1m' AND c.open_time = t.w
 """
-
-
-def tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process and its live descendants."""
-    total = 0
-    for member in tree(pid, children_map()):
-        try:
-            stat = (PROC / str(member) / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLOCK_TICKS
 
 
 def observe(ctx: Context, env: dict[str, str], database: str, *, seconds: float, open_refresh_s: str | None,
@@ -79,7 +63,8 @@ def observe(ctx: Context, env: dict[str, str], database: str, *, seconds: float,
         ctx.rss.watch("aggregator (driver + JVM)", aggregator.proc.pid)
         wait_log(aggregator.log_path, "aggregator running", timeout=180)
         startup_s = time.monotonic() - launched
-        cpu_began, wall_began = tree_cpu_s(aggregator.proc.pid), time.monotonic()
+        cpu = CpuMeter({"aggregator": aggregator.proc.pid})
+        cpu.start()
         ready_ms = time.time() * 1000
         since_ms = ready_ms - ready_ms % WINDOW_MS
         end = time.monotonic() + seconds
@@ -97,7 +82,8 @@ def observe(ctx: Context, env: dict[str, str], database: str, *, seconds: float,
                     else:
                         equal_since[key] = None
                 time.sleep(POLL_S)
-        cpu_percent = 100 * (tree_cpu_s(aggregator.proc.pid) - cpu_began) / (time.monotonic() - wall_began)
+        cpu.stop()
+        cpu_percent = cpu.percent["aggregator"]
         observed_until = time.time() * 1000
         ticks = _count_lines(aggregator.log_path, '"msg": "tick"')
     finally:
@@ -129,28 +115,12 @@ def run(ctx: Context, report: Report) -> None:
     baseline_s, observe_s = (50.0, 100.0) if ctx.quick else (120.0, 240.0)
     database, topic = ctx.database("freshness"), ctx.topic("freshness")
     env = ctx.pipeline_env(database, topic)
-    consumer = start_component("consumer", ["consumer"], env, ctx.logdir)
-    ctx.rss.watch("consumer", consumer.proc.pid)
-    replay = start_replay(["--synthetic", ",".join(SYMBOLS), "--rate", str(RATE), "--seed", "5", "--start-id", "1",
-                           "--progress-every", "0"], ctx.logdir)
-    ctx.rss.watch("replay", replay.component.proc.pid)
-    producer = None
+    pipeline = start_pipeline(ctx, env, SYMBOLS, RATE, seed=5)
     try:
-        wait_log(consumer.log_path, "partitions assigned", timeout=60)
-        producer = start_component("producer", ["producer"], {
-            **env, "CANDLESTACK_SYMBOLS": ",".join(SYMBOLS).lower(), "CANDLESTACK_STREAM": "trade",
-            "CANDLESTACK_BINANCE_WS_URL": replay.ws_url, "CANDLESTACK_BINANCE_REST_URL": replay.rest_url}, ctx.logdir)
-        ctx.rss.watch("producer", producer.proc.pid)
         every_tick = observe(ctx, env, database, seconds=baseline_s, open_refresh_s="0", label="every-tick")
         rest = observe(ctx, env, database, seconds=observe_s, open_refresh_s=None, label="rest")
     finally:
-        if producer is not None:
-            ctx.rss.unwatch(producer.proc.pid)
-            producer.stop(timeout=60)
-        ctx.rss.unwatch(replay.component.proc.pid)
-        replay.component.stop()
-        ctx.rss.unwatch(consumer.proc.pid)
-        consumer.stop()
+        pipeline.stop(ctx)
     delays, incomplete = rest["delays"], rest["incomplete"]
     p95 = percentile(delays, 95) if not incomplete else float("inf")
     base_p95 = percentile(every_tick["delays"], 95) if not every_tick["incomplete"] else float("inf")

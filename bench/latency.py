@@ -24,12 +24,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from bench.common import Context, percentile, wait_for, wait_log
+from bench.common import Context, percentile, start_pipeline, wait_for
 from bench.report import Report, Row
 from candlestack.consumer.main import consumer_config
 from candlestack.core.settings import ConsumerSettings, KafkaSettings
 from candlestack.producer.publisher import producer_config
-from tests.harness.services import start_component, start_replay
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 WARMUP_S = 3.0
@@ -111,25 +110,15 @@ def bare_broker(ctx: Context, rate: int, seconds: float) -> Latencies:
 def pipeline(ctx: Context, rate: int, seconds: float) -> tuple[Latencies, dict[str, Any]]:
     database, topic = ctx.database(f"latency_{rate}"), ctx.topic(f"latency_{rate}")
     env = ctx.pipeline_env(database, topic)
-    consumer = start_component("consumer", ["consumer"], env, ctx.logdir)
-    ctx.rss.watch("consumer", consumer.proc.pid)
-    replay = start_replay(["--synthetic", ",".join(SYMBOLS), "--rate", str(rate), "--seed", "11", "--start-id", "1",
-                           "--progress-every", "0"], ctx.logdir)
-    ctx.rss.watch("replay", replay.component.proc.pid)
-    producer = None
     conn = ctx.connect(database)
+    pipe = start_pipeline(ctx, env, SYMBOLS, rate, seed=11)
+    replay = pipe.replay
     last_id = dict.fromkeys(SYMBOLS, 0)
     # (trade time ms, first-seen wall ms, producer ingest_time ms, batch stored_at ms)
     seen: list[tuple[int, float, int, float]] = []
     polls = 0
     poll_s = math.nan
     try:
-        wait_log(consumer.log_path, "partitions assigned", timeout=60)
-        producer = start_component("producer", ["producer"], {
-            **env, "CANDLESTACK_SYMBOLS": ",".join(SYMBOLS).lower(), "CANDLESTACK_STREAM": "trade",
-            "CANDLESTACK_BINANCE_WS_URL": replay.ws_url, "CANDLESTACK_BINANCE_REST_URL": replay.rest_url}, ctx.logdir)
-        ctx.rss.watch("producer", producer.proc.pid)
-        wait_for(lambda: replay.status().get("published", 0) > 0, timeout=30, interval=0.05, what="replay clock")
         began = time.monotonic()
         end = began + seconds
         published: int | None = None
@@ -152,13 +141,7 @@ def pipeline(ctx: Context, rate: int, seconds: float) -> tuple[Latencies, dict[s
         status = replay.status()
     finally:
         conn.close()
-        if producer is not None:
-            ctx.rss.unwatch(producer.proc.pid)
-            producer.stop()
-        ctx.rss.unwatch(replay.component.proc.pid)
-        replay.component.stop()
-        ctx.rss.unwatch(consumer.proc.pid)
-        consumer.stop()
+        pipe.stop(ctx)
     first_trade = min(row[0] for row in seen) if seen else 0
     kept = [row for row in seen if row[0] - first_trade >= WARMUP_S * 1000]
     values = [wall - trade for trade, wall, _ingest, _stored in kept]

@@ -26,7 +26,7 @@ def _status_kib(pid: int, key: str) -> int | None:
     return None
 
 
-def children_map() -> dict[int, list[int]]:
+def _children_map() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for entry in os.scandir(PROC):
         if not entry.name.isdigit():
@@ -104,7 +104,7 @@ class RssTracker:
             watched = dict(self._watched)
         if not watched:
             return
-        children = children_map()
+        children = _children_map()
         for pid, name in watched.items():
             pids = tree(pid, children)
             total = sum(_status_kib(p, "VmRSS") or 0 for p in pids)

@@ -44,8 +44,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bench.common import Context, CpuMeter, json_log_lines, percentile, wait_log
-from bench.live import drain_check, start_pipeline
+from bench.common import Context, CpuMeter, json_log_lines, percentile, start_pipeline, wait_log
+from bench.live import drain_check
 from bench.report import Report, Row
 from bench.visibility import VisibilityPoller, hist_percentile
 from tests.harness.services import start_component
