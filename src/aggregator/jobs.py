@@ -15,7 +15,15 @@ import psycopg2.extensions
 from pyspark.sql import SparkSession
 
 from candlestack.aggregator import compute, faults, metrics, sink
-from candlestack.aggregator.windows import Span, chunks, covering_step, floor_to, merge_windows, uncovered
+from candlestack.aggregator.windows import (
+    Span,
+    chunks,
+    covering_step,
+    floor_to,
+    merge_windows,
+    pause_before_tick,
+    uncovered,
+)
 from candlestack.core.backoff import Backoff
 from candlestack.core.epoch import from_ms
 from candlestack.core.settings import INTERVALS_MS, AggregatorSettings
@@ -59,6 +67,10 @@ FROM trades
 WHERE symbol = ANY(%(symbols)s) AND trade_time >= %(lo)s AND trade_time < %(hi)s
 GROUP BY 1
 """
+
+# A tick runs this long after each base window (1m) closes, whatever the tick interval says:
+# time for the window's last trades to travel from Binance through Kafka into PostgreSQL.
+CLOSE_SETTLE_S = 0.5
 
 # Below this many touched trades a tick's job reads over one JDBC connection: a few thousand
 # rows do not repay a task per read partition.
@@ -381,7 +393,8 @@ class Aggregator:
                 return
             watermark, outcome = result
             self._record(outcome, watermark)
-            stop.wait(max(0.0, self._settings.tick_s - (time.monotonic() - started)))
+            stop.wait(pause_before_tick(self._settings.tick_s, time.monotonic() - started,
+                                        int(time.time() * 1000), self._base_step, CLOSE_SETTLE_S))
 
     def _starting_watermark(self, stop: threading.Event) -> int | None:
         watermark = self.load_watermark()

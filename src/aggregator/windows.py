@@ -86,3 +86,15 @@ def uncovered(spans: Iterable[Span], step: int) -> list[Span]:
             if cursor < outer.end_ms:
                 found.append(Span(symbol, cursor, outer.end_ms))
     return found
+
+
+def pause_before_tick(tick_s: float, elapsed_s: float, now_ms: int, step_ms: int, settle_s: float) -> float:
+    """Seconds to wait before the next tick: the tick interval after the last tick began, or
+    ``settle_s`` after the next window of ``step_ms`` closes, whichever comes first.
+
+    Without the second, a window closing just after a tick waits a whole interval for its
+    candle; with it, every closed candle is built about ``settle_s`` after its close (the
+    settle lets the window's last trades reach the database first).
+    """
+    to_close_s = (step_ms - now_ms % step_ms) / 1000 + settle_s
+    return max(0.0, min(tick_s - elapsed_s, to_close_s))

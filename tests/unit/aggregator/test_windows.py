@@ -6,7 +6,15 @@ import itertools
 import random
 
 from candlestack.aggregator.sink import Region, regions
-from candlestack.aggregator.windows import Span, chunks, covering_step, floor_to, merge_windows, uncovered
+from candlestack.aggregator.windows import (
+    Span,
+    chunks,
+    covering_step,
+    floor_to,
+    merge_windows,
+    pause_before_tick,
+    uncovered,
+)
 from candlestack.consumer.batch import Record, build_batch
 from candlestack.core.backoff import Backoff
 from candlestack.producer.gaps import IdTracker, Missing
@@ -82,3 +90,13 @@ def test_uncovered_tiles_the_covering_windows_with_the_spans() -> None:
         assert sum(hi - lo for lo, hi in covered) == len(windows) * five
         assert {floor_to(lo, five) for lo, _ in covered} == windows
         assert not {s.start_ms for s in around} & starts
+
+
+def test_a_tick_follows_each_window_close_after_the_settle_time() -> None:
+    minute = 60_000
+    # Far from a close: the tick interval, less the time the tick took.
+    assert pause_before_tick(2.0, 0.5, 10 * minute + 20_000, minute, 0.5) == 1.5
+    # A close 0.3 s ahead: 0.3 s + the settle time, before the interval is up.
+    assert abs(pause_before_tick(2.0, 0.0, 11 * minute - 300, minute, 0.5) - 0.8) < 1e-9
+    # A tick that took longer than the interval: no wait.
+    assert pause_before_tick(2.0, 3.0, 10 * minute + 20_000, minute, 0.5) == 0.0
