@@ -9,8 +9,9 @@ keeps candles current. It runs twice on the same live feed:
 2. the default settings (the rest mode): the open candles wait up to 30 s, closed ones do not.
 
 For each, the CPU time of the aggregator's whole process tree (Python driver and its JVM, which
-holds the local executor) is read from /proc at the first "aggregator running" line and at the
-end, and divided by the wall time between: percent of one core.
+holds the local executor) is read from /proc after a warm-up (45 s after the first tick; the JVM
+compiles Spark's code paths during its first jobs) and at the end, and divided by the wall time
+between: percent of one core, as a long-running aggregator spends it.
 
 Freshness, on the second run: every 250 ms one query compares, per (symbol, 1m window), the
 number of stored trades with the candle's trade_count. A window is complete from the first poll
@@ -48,7 +49,7 @@ LEFT JOIN candles c ON c.symbol = t.symbol AND c.timeframe = '1m' AND c.open_tim
 
 
 def observe(ctx: Context, env: dict[str, str], database: str, *, seconds: float, open_refresh_s: str | None,
-            label: str) -> dict[str, Any]:
+            label: str, warmup_s: float) -> dict[str, Any]:
     """Run the aggregator for ``seconds`` after its first tick; its CPU and the windows' freshness."""
     extra = {} if open_refresh_s is None else {"CANDLESTACK_AGGREGATOR_OPEN_REFRESH_S": open_refresh_s}
     launched = time.monotonic()
@@ -64,12 +65,15 @@ def observe(ctx: Context, env: dict[str, str], database: str, *, seconds: float,
         wait_log(aggregator.log_path, "aggregator running", timeout=180)
         startup_s = time.monotonic() - launched
         cpu = CpuMeter({"aggregator": aggregator.proc.pid})
-        cpu.start()
+        cpu_from = time.monotonic() + warmup_s
         ready_ms = time.time() * 1000
         since_ms = ready_ms - ready_ms % WINDOW_MS
         end = time.monotonic() + seconds
         with conn.cursor() as cur:
             while time.monotonic() < end:
+                if cpu_from is not None and time.monotonic() >= cpu_from:
+                    cpu.start()
+                    cpu_from = None
                 cur.execute(STATE_SQL, (int(since_ms),))
                 now_ms = time.time() * 1000
                 for symbol, window_ms, stored, counted in cur.fetchall():
@@ -113,12 +117,15 @@ def _count_lines(path: Path, text: str) -> int:
 
 def run(ctx: Context, report: Report) -> None:
     baseline_s, observe_s = (50.0, 100.0) if ctx.quick else (120.0, 240.0)
+    # The JVM compiles Spark's code paths during its first jobs: CPU is measured after this.
+    warmup_s = 20.0 if ctx.quick else 45.0
     database, topic = ctx.database("freshness"), ctx.topic("freshness")
     env = ctx.pipeline_env(database, topic)
     pipeline = start_pipeline(ctx, env, SYMBOLS, RATE, seed=5)
     try:
-        every_tick = observe(ctx, env, database, seconds=baseline_s, open_refresh_s="0", label="every-tick")
-        rest = observe(ctx, env, database, seconds=observe_s, open_refresh_s=None, label="rest")
+        every_tick = observe(ctx, env, database, seconds=baseline_s, open_refresh_s="0", label="every-tick",
+                             warmup_s=warmup_s)
+        rest = observe(ctx, env, database, seconds=observe_s, open_refresh_s=None, label="rest", warmup_s=warmup_s)
     finally:
         pipeline.stop(ctx)
     delays, incomplete = rest["delays"], rest["incomplete"]
@@ -136,6 +143,7 @@ def run(ctx: Context, report: Report) -> None:
     report.add(Row("freshness", f"aggregator CPU at rest ({RATE} trades/s), % of one core", rest["cpu_percent"],
                    "%", every_tick["cpu_percent"], baseline,
                    target=f"≤ {TARGET_REST_CPU_PERCENT:.0f} %", met=rest["cpu_percent"] <= TARGET_REST_CPU_PERCENT,
-                   note=(f"driver + JVM tree (local[2]) over {observe_s:.0f} s: {rest['spark_jobs']} Spark jobs, "
+                   note=(f"driver + JVM tree (local[2]) over {observe_s - warmup_s:.0f} s after a {warmup_s:.0f} s "
+                         f"warm-up; Spark jobs {rest['spark_jobs']} in {observe_s:.0f} s, "
                          f"baseline {every_tick['spark_jobs']} in {baseline_s:.0f} s")))
     report.add(Row("freshness", "aggregator start-up to first tick (Spark local[2])", rest["startup_s"], "s"))
