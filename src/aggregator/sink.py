@@ -102,8 +102,14 @@ FILLER_SQL = _BOUNDS + sql.SQL(""", slots AS (
         SELECT c.first_trade_id FROM candles c
         WHERE c.symbol = s.symbol AND c.timeframe = s.timeframe AND c.trade_count > 0 AND c.open_time > s.open_time
         ORDER BY c.open_time LIMIT 1) next ON true
-    WHERE NOT EXISTS (SELECT 1 FROM candles c WHERE c.symbol = s.symbol AND c.timeframe = s.timeframe
-                        AND c.open_time = s.open_time AND c.trade_count > 0)
+    -- A lookup by primary key per slot. As NOT EXISTS, a table whose statistics are behind (the
+    -- candles a backfill just wrote) got a nested loop over every candle of the symbol for each
+    -- slot: a month's region took 20 s instead of 0.2 s.
+    LEFT JOIN LATERAL (
+        SELECT true AS traded FROM candles c
+        WHERE c.symbol = s.symbol AND c.timeframe = s.timeframe AND c.open_time = s.open_time
+          AND c.trade_count > 0) own ON true
+    WHERE own.traded IS NULL
 )
 INSERT INTO candles AS c (symbol, timeframe, open_time, close_time, open, high, low, close,
                           volume, quote_volume, trade_count, first_trade_id, last_trade_id, complete,
