@@ -44,8 +44,8 @@ RETRY_MAX_S = 60.0
 BACKFILL_CHUNK_RETRIES = 6
 
 # Trades whose inserting transaction is at or above the watermark, grouped by symbol and by
-# window of the covering (largest) interval, with the oldest trade time and the count of each
-# group. The new watermark is the xmin of this same snapshot: every transaction below it has
+# window of %(step)s (see Aggregator._touch_step), with the oldest trade time and the count of
+# each group. The new watermark is the xmin of this same snapshot: every transaction below it has
 # ended, so no later commit can land below it. One statement, so that a tick with nothing to do
 # costs one query; the outer join returns the xmin even when no trade was touched.
 TOUCHED_SQL = """
@@ -62,7 +62,7 @@ LEFT JOIN (
 
 # Trades per backfill piece (pieces of the chunk length, numbered from the range's start).
 CHUNK_COUNTS_SQL = """
-SELECT floor(extract(epoch FROM trade_time - %(first)s) * 1000 / %(unit_ms)s)::int, count(*)
+SELECT floor(extract(epoch FROM trade_time - %(lo)s) * 1000 / %(unit_ms)s)::int, count(*)
 FROM trades
 WHERE symbol = ANY(%(symbols)s) AND trade_time >= %(lo)s AND trade_time < %(hi)s
 GROUP BY 1
@@ -223,8 +223,8 @@ class Aggregator:
             return units
         first = units[0][0]
         with self._conn, self._conn.cursor() as cur:
-            cur.execute(CHUNK_COUNTS_SQL, {"symbols": list(symbols), "first": from_ms(first),
-                                           "lo": from_ms(first), "hi": from_ms(units[-1][1]),
+            cur.execute(CHUNK_COUNTS_SQL, {"symbols": list(symbols), "lo": from_ms(first),
+                                           "hi": from_ms(units[-1][1]),
                                            "unit_ms": units[0][1] - first})
             counts = dict(cur.fetchall())
         limit = self._settings.backfill_chunk_trades
@@ -281,7 +281,7 @@ class Aggregator:
         return int(row[0])
 
     def touched(self, watermark: int) -> Touched:
-        """The spans of covering windows touched since ``watermark``, and the new watermark."""
+        """What was stored since ``watermark`` (see :class:`Touched`), and the new watermark."""
         self._conn.set_session(isolation_level="REPEATABLE READ")
         try:
             with self._conn, self._conn.cursor() as cur:
